@@ -1,0 +1,58 @@
+"""The loss table: per-sample objectives an attack maximizes.
+
+Untargeted objectives grow as the true class loses; targeted ones grow as the target wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import UnknownNameError
+
+
+def _other_max(logits: Tensor, labels: Tensor) -> Tensor:
+    return logits.scatter(1, labels[:, None], float("-inf")).amax(dim=1)
+
+
+def _label_logit(logits: Tensor, labels: Tensor) -> Tensor:
+    return logits.gather(1, labels[:, None]).squeeze(1)
+
+
+def ce(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+    """Cross-entropy (Goodfellow et al. 2015): raise it for the label, lower it for a target."""
+    loss = F.cross_entropy(logits, labels, reduction="none")
+    return -loss if targeted else loss
+
+
+def margin(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+    """CW margin on logits (Carlini & Wagner 2017, arXiv:1608.04644), unclamped."""
+    gap = _other_max(logits, labels) - _label_logit(logits, labels)
+    return -gap if targeted else gap
+
+
+def logit(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+    """The raw logit of the target (raised) or of the label (lowered), as in the blur article."""
+    value = _label_logit(logits, labels)
+    return value if targeted else -value
+
+
+LOSSES: dict[str, Callable[[Tensor, Tensor, bool], Tensor]] = {"ce": ce, "margin": margin, "cw": margin, "logit": logit}
+
+
+def get_loss(name: str) -> Callable[[Tensor, Tensor, bool], Tensor]:
+    """Look up a loss by name ("ce", "margin"/"cw", "logit")."""
+    if name not in LOSSES:
+        raise UnknownNameError(f"unknown loss {name!r}: expected one of {', '.join(LOSSES)}")
+    return LOSSES[name]
+
+
+def is_adversarial(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
+    """Per-sample success: prediction == target (targeted) or != label (untargeted)."""
+    pred = logits.argmax(dim=1)
+    return pred == labels if targeted else pred != labels
+
+

@@ -1,0 +1,188 @@
+"""TOML experiment configs -> frozen dataclasses. Unknown keys are rejected; "8/255" is exact.
+
+A config names a dataset, a model (load weights or train), the training recipe, and the
+attacks with their epsilons. `Config()` is the built-in default: a CNN on scikit-learn's
+digits, trained in seconds, attacked with FGSM, PGD and the iterative L2 attack.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+
+def parse_eps(value: object) -> tuple[str, float]:
+    """Parse an epsilon: a number, "0.3", "8/255" or "inf"; returns (label, value)."""
+    text = str(value).strip()
+    try:
+        number = float(text) if text.lower() in ("inf", "infinity") else float(Fraction(text))
+    except (ValueError, ZeroDivisionError):
+        raise ConfigError(f"expected an epsilon like 0.3 or 8/255, got {value!r}") from None
+    if math.isnan(number) or number < 0:
+        raise ConfigError(f"eps must be >= 0, got {value!r}")
+    return text, number
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    name: str = "digits"
+    n: int = 0  # test samples to evaluate (0 = all)
+    data_dir: str = ""
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str = "digits-cnn"
+    weights: str = ""  # path or pretrained alias; empty = train
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 64
+    optimizer: str = "adam"
+    lr: float = 0.002
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "cosine"
+    augment: str = "none"
+
+
+@dataclass(frozen=True)
+class AttackConfig:
+    name: str
+    norm: str = "linf"
+    eps: tuple[str, ...] = ()  # empty = the evaluation's eps list
+    label: str = ""
+    targeted: bool = False
+    target: str = "random"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    eps: tuple[str, ...] = ("0.05", "0.1", "0.2", "0.3")
+    batch_size: int = 256
+    gallery: int = 8
+
+
+def _default_attacks() -> tuple[AttackConfig, ...]:
+    return (
+        AttackConfig("fgsm"),
+        AttackConfig("pgd", params={"steps": 20, "restarts": 1}),
+        AttackConfig("iterative-l2", norm="l2", eps=("0.5", "1", "2"), targeted=True,
+                     params={"steps": 300, "step_size": 0.05}),
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "digits"
+    seed: int = 0
+    device: str = "cpu"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    attacks: tuple[AttackConfig, ...] = field(default_factory=_default_attacks)
+
+
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "evaluate": EvalConfig}
+
+
+def _build(cls: type, table: dict[str, Any], where: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(table) - set(names))
+    if unknown:
+        raise ConfigError(f"unknown key {where}{unknown[0]!r}: expected one of {', '.join(names)}")
+    values = {}
+    for key, raw in table.items():
+        default = names[key].default
+        if isinstance(default, tuple) or key == "eps":
+            raw = tuple(str(v) for v in (raw if isinstance(raw, list) else [raw]))
+            if key == "eps":
+                for v in raw:
+                    parse_eps(v)
+        elif isinstance(default, bool) and not isinstance(raw, bool):
+            raise ConfigError(f"{where}{key} must be true or false, got {raw!r}")
+        elif isinstance(default, (int, float)) and not isinstance(default, bool):
+            if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+                raise ConfigError(f"{where}{key} must be a number, got {raw!r}")
+            raw = type(default)(raw) if isinstance(default, float) or float(raw).is_integer() else raw
+        elif isinstance(default, str) and not isinstance(raw, str):
+            raise ConfigError(f"{where}{key} must be a string, got {raw!r}")
+        values[key] = raw
+    return cls(**values)
+
+
+def config_from_dict(raw: dict[str, Any]) -> Config:
+    """Validate a parsed TOML document into a Config."""
+    top = {f.name for f in dataclasses.fields(Config)}
+    unknown = sorted(set(raw) - top)
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r}: expected one of {', '.join(sorted(top))}")
+    values: dict[str, Any] = {k: raw[k] for k in ("name", "seed", "device") if k in raw}
+    for key, cls in _SECTIONS.items():
+        if key in raw:
+            values[key] = _build(cls, raw[key], f"{key}.")
+    if "attacks" in raw:
+        attacks = []
+        for i, table in enumerate(raw["attacks"]):
+            if "name" not in table:
+                raise ConfigError(f"attacks[{i}] needs a name")
+            fixed = {k: v for k, v in table.items() if k in {f.name for f in dataclasses.fields(AttackConfig)} and k != "params"}
+            extra = {k: v for k, v in table.items() if k not in fixed and k != "params"}
+            fixed["params"] = {**table.get("params", {}), **extra}
+            attacks.append(_build(AttackConfig, fixed, f"attacks[{i}]."))
+        values["attacks"] = tuple(attacks)
+    return Config(**values)
+
+
+def load_config(path: str | Path | None) -> Config:
+    """Read a TOML config (None = the built-in default)."""
+    if path is None:
+        return Config()
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        raw = tomllib.loads(p.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{p} is not valid TOML: {exc}") from None
+    return config_from_dict(raw)
+
+
+def config_to_dict(config: Config) -> dict[str, Any]:
+    """Plain dict of a Config (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value) if math.isfinite(value) else ("inf" if value > 0 else "-inf")
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(v)}" for k, v in value.items()) + "}"
+    text = str(value).replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
+
+
+def dump_toml(config: Config) -> str:
+    """The resolved config as TOML text (round-trips through load_config)."""
+    data = config_to_dict(config)
+    lines = [f"{k} = {_toml_value(data[k])}" for k in ("name", "seed", "device")]
+    for section in _SECTIONS:
+        lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in data[section].items()]
+    for attack in data["attacks"]:
+        lines += ["", "[[attacks]]"] + [f"{k} = {_toml_value(v)}" for k, v in attack.items()]
+    return "\n".join(lines) + "\n"

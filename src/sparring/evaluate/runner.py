@@ -1,0 +1,173 @@
+"""The evaluation runner: clean accuracy, then every (attack, eps) cell on the samples the model
+still classifies correctly, then the per-sample worst case over attacks for each (norm, eps).
+
+The runner, not the attacks, puts the model in eval mode, freezes its parameters, moves data to
+the device, counts passes, times cells and computes metrics. Finished cells (by `cell` key) are
+taken from `done` and not recomputed, so a killed run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..attacks import ATTACKS
+from ..errors import InputError
+from ..rng import SampleGenerators
+from ..threat import ThreatModel
+from .counting import Counter, CountingModel, frozen
+from .metrics import confidence, pack_mask, perturbation_norms, rate, summarize, unpack_mask
+from .specs import AttackSpec, choose_targets
+
+Record = dict[str, Any]
+
+
+def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
+    """Logits for x in batches, under inference mode, returned on the CPU."""
+    outs = []
+    with torch.inference_mode():
+        for start in range(0, x.shape[0], batch_size):
+            outs.append(model(x[start:start + batch_size].to(device)).float().cpu())
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], *, seed: int = 0,
+             batch_size: int = 256, device: str | torch.device = "cpu", context: dict[str, Any] | None = None,
+             done: dict[str, Record] | None = None, on_record: Callable[[Record], None] | None = None,
+             gallery_dir: Path | None = None, gallery_size: int = 8) -> list[Record]:
+    """Evaluate `model` on (x, y) under every attack and eps; returns all records in order.
+
+    Example:
+        >>> records = evaluate(model, x, y, [AttackSpec("pgd", Norm.LINF, (("8/255", 8 / 255),))])
+    """
+    if x.shape[0] != y.shape[0] or x.shape[0] == 0:
+        raise InputError(f"expected as many labels as images (and at least one), got {x.shape[0]} images, {y.shape[0]} labels")
+    device = torch.device(device)
+    base = {"model": "model", "defense": "none", "dataset": "data", **(context or {})}
+    done = dict(done or {})
+    records: list[Record] = []
+
+    def emit(record: Record) -> None:
+        record = {**{k: base[k] for k in ("model", "defense", "dataset")}, **record}
+        records.append(record)
+        if record["cell"] not in done and on_record is not None:
+            on_record(record)
+        done[record["cell"]] = record
+
+    with frozen(model):
+        model.to(device)
+        tick = time.perf_counter()
+        logits = predict(model, x, batch_size, device)
+        pred, conf = confidence(logits)
+        correct = pred == y
+        if int(y.min()) < 0 or int(y.max()) >= logits.shape[1]:
+            raise InputError(f"expected labels in [0, {logits.shape[1] - 1}], got values in [{int(y.min())}, {int(y.max())}]")
+        emit({"kind": "clean", "cell": "clean", "n": len(y), "n_correct": int(correct.sum()),
+              "accuracy": float(correct.float().mean()), "mean_confidence": float(conf.mean()),
+              "time_s": time.perf_counter() - tick})
+        robust_by: dict[tuple[str, str], list[tuple[str, Tensor]]] = {}
+        for spec in attacks:
+            cells = [f"{spec.label}|{spec.norm.value}|{label}" for label, _ in spec.eps]
+            if all(c in done for c in cells):
+                new = [done[c] for c in cells]
+            else:
+                new = _run_attack(model, x, y, logits, correct, spec, seed, batch_size, device, gallery_dir, gallery_size)
+            for (label, _), rec in zip(spec.eps, new):
+                emit(rec)
+                robust_by.setdefault((spec.norm.value, label), []).append((spec.label, unpack_mask(rec["robust_bits"], len(y))))
+        for (norm, label), pairs in robust_by.items():
+            eps = next(e for s in attacks for lab, e in s.eps if lab == label and s.norm.value == norm)
+            robust = torch.stack([m for _, m in pairs]).all(dim=0)
+            emit({"kind": "worst_case", "cell": f"worst|{norm}|{label}", "norm": norm, "eps": eps, "eps_label": label,
+                  "attacks": [a for a, _ in pairs], "n": len(y), "n_robust": int(robust.sum()),
+                  "robust_accuracy": float(robust.float().mean()), "robust_bits": pack_mask(robust)})
+    return records
+
+
+def _run_attack(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, correct: Tensor, spec: AttackSpec,
+                seed: int, batch_size: int, device: torch.device, gallery_dir: Path | None,
+                gallery_size: int) -> list[Record]:
+    """Run one attack (once for a minimal attack, once per eps otherwise) and build its records."""
+    fn = ATTACKS.get(spec.name)
+    rows = correct.nonzero().flatten()
+    minimal = spec.kind == "minimal"
+    runs = [(None, float("inf"))] if minimal else list(spec.eps)
+    targets = y
+    if spec.targeted:
+        targets = choose_targets(clean_logits, y, spec.target, seed, torch.arange(len(y)))
+    out: dict[float, tuple[Tensor, Counter, float]] = {}
+    for _, eps in runs:
+        threat = ThreatModel(spec.norm, eps)
+        counter = Counter()
+        counted = CountingModel(model, counter)
+        x_adv = x.clone()
+        tick = time.perf_counter()
+        for start in range(0, rows.numel(), batch_size):
+            idx = rows[start:start + batch_size]
+            kwargs = dict(spec.params)
+            if "targeted" in kwargs or spec.targeted:
+                kwargs["targeted"] = spec.targeted
+            x_adv[idx] = fn(counted, x[idx].to(device), targets[idx].to(device), threat=threat,
+                            generator=SampleGenerators(seed, idx), **kwargs).detach().cpu().to(x.dtype)
+        out[eps] = (x_adv, counter, time.perf_counter() - tick)
+    records = []
+    for i, (label, eps) in enumerate(spec.eps):
+        x_adv, counter, seconds = out[float("inf")] if minimal else out[eps]
+        records.append(_cell_record(model, x, y, targets, x_adv, correct, spec, label, eps, counter, seconds,
+                                    batch_size, device, gallery_dir, gallery_size, i))
+    return records
+
+
+def _cell_record(model: nn.Module, x: Tensor, y: Tensor, targets: Tensor, x_adv: Tensor, correct: Tensor,
+                 spec: AttackSpec, label: str, eps: float, counter: Counter, seconds: float, batch_size: int,
+                 device: torch.device, gallery_dir: Path | None, gallery_size: int, index: int) -> Record:
+    adv_logits = predict(model, x_adv, batch_size, device)
+    pred, conf = confidence(adv_logits)
+    norms = perturbation_norms(x_adv, x)
+    dist = norms[spec.norm.value]
+    within = dist <= eps * (1 + 1e-5) + 1e-6
+    fooled = (pred == targets) if spec.targeted else (pred != y)
+    success = correct & fooled & within
+    robust = correct & ~success
+    if spec.kind != "minimal" and bool((correct & ~within).any()):
+        raise InputError(f"attack {spec.label} left the eps={label} {spec.norm.value} ball on "
+                         f"{int((correct & ~within).sum())} samples (max norm {float(dist[correct].max()):.6g})")
+    n_attacked = int(correct.sum())
+    record: Record = {
+        "kind": "attack", "cell": f"{spec.label}|{spec.norm.value}|{label}", "attack": spec.label,
+        "attack_name": spec.name, "attack_kind": spec.kind, "norm": spec.norm.value, "eps": eps, "eps_label": label,
+        "targeted": spec.targeted, "params": _jsonable(spec.resolved_params()), "n": len(y), "n_attacked": n_attacked,
+        "n_robust": int(robust.sum()), "robust_accuracy": float(robust.float().mean()),
+        "attack_success_rate": rate(int(success.sum()), n_attacked),
+        "mean_confidence": float(conf[success].mean()) if bool(success.any()) else None,
+        "norms": {k: summarize(v[success]) for k, v in norms.items()},
+        "time_s": seconds, "forward": counter.forward, "backward": counter.backward,
+        "robust_bits": pack_mask(robust),
+    }
+    if gallery_dir is not None and n_attacked:
+        record["gallery"] = _save_gallery(gallery_dir, spec, index, x, x_adv, y, correct, pred, conf, model,
+                                          batch_size, device, gallery_size)
+    return record
+
+
+def _save_gallery(gallery_dir: Path, spec: AttackSpec, index: int, x: Tensor, x_adv: Tensor, y: Tensor,
+                  correct: Tensor, pred: Tensor, conf: Tensor, model: nn.Module, batch_size: int,
+                  device: torch.device, size: int) -> str:
+    rows = correct.nonzero().flatten()[:size]
+    clean_pred, clean_conf = confidence(predict(model, x[rows], batch_size, device))
+    gallery_dir.mkdir(parents=True, exist_ok=True)
+    name = f"{spec.label}-{spec.norm.value}__eps{index}.pt"
+    tmp = gallery_dir / f".{name}.tmp"
+    torch.save({"x": x[rows].float(), "x_adv": x_adv[rows].float(), "y": y[rows], "pred_clean": clean_pred,
+                "pred_adv": pred[rows], "conf_clean": clean_conf, "conf_adv": conf[rows], "index": rows}, tmp)
+    tmp.replace(gallery_dir / name)
+    return f"{gallery_dir.name}/{name}"
+
+
+def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: (v if isinstance(v, (int, float, str, bool, type(None))) else str(v)) for k, v in params.items()}

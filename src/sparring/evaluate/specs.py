@@ -1,0 +1,80 @@
+"""What to evaluate: an attack with its norm, hyperparameters, targets and epsilon list."""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ..attacks import ATTACKS
+from ..errors import ConfigError, InputError
+from ..rng import SampleGenerators
+from ..threat import Norm
+
+TARGET_MODES = ("random", "least-likely", "next")
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """One attack to run: registered name, norm, keyword hyperparameters, epsilons.
+
+    eps holds (label, value) pairs such as ("8/255", 0.0313...). For a "minimal" attack the
+    epsilons are thresholds on the one unbounded run. target picks the classes of a targeted
+    attack: "random" (seeded per sample, never the label), "least-likely" or "next" ((y+1) mod K).
+    """
+
+    name: str
+    norm: Norm
+    eps: tuple[tuple[str, float], ...]
+    params: dict[str, Any] = field(default_factory=dict)
+    targeted: bool = False
+    target: str = "random"
+    label: str = ""
+
+    def __post_init__(self) -> None:
+        meta = ATTACKS.meta(self.name)
+        object.__setattr__(self, "norm", Norm.parse(self.norm))
+        object.__setattr__(self, "label", self.label or self.name)
+        if self.norm.value not in meta["norms"]:
+            raise ConfigError(f"attack {self.name} supports norms {', '.join(meta['norms'])}, got {self.norm.value}")
+        if self.targeted and meta["targeted"] == "never":
+            raise ConfigError(f"attack {self.name} is untargeted by design, got targeted=true")
+        if self.target not in TARGET_MODES:
+            raise ConfigError(f"target must be one of {', '.join(TARGET_MODES)}, got {self.target!r}")
+        accepted = set(inspect.signature(ATTACKS.get(self.name)).parameters) - {"model", "x", "y", "threat", "generator", "targeted"}
+        unknown = sorted(set(self.params) - accepted)
+        if unknown:
+            raise ConfigError(f"attack {self.name} has no parameter {unknown[0]!r} (accepted: {', '.join(sorted(accepted))})")
+        if not self.eps:
+            raise ConfigError(f"attack {self.label} needs at least one eps")
+
+    @property
+    def kind(self) -> str:
+        return str(ATTACKS.meta(self.name)["kind"])
+
+    def resolved_params(self) -> dict[str, Any]:
+        """The hyperparameters with the attack's defaults filled in (for the record)."""
+        sig = inspect.signature(ATTACKS.get(self.name))
+        out = {k: p.default for k, p in sig.parameters.items()
+               if p.kind is p.KEYWORD_ONLY and k not in ("threat", "generator") and p.default is not p.empty}
+        out.update(self.params)
+        if "targeted" in sig.parameters:
+            out["targeted"] = self.targeted
+        return out
+
+
+def choose_targets(logits: Tensor, y: Tensor, mode: str, seed: int, indices: Tensor) -> Tensor:
+    """Target classes that are never the true label, chosen per sample (seeded by index)."""
+    k = logits.shape[1]
+    if k < 2:
+        raise InputError(f"targeted attacks need at least 2 classes, got {k}")
+    if mode == "least-likely":
+        return logits.scatter(1, y[:, None], float("inf")).argmin(dim=1)
+    if mode == "next":
+        return (y + 1) % k
+    gens = SampleGenerators(seed + 7919, indices)
+    shift = torch.stack([torch.randint(1, k, (1,), generator=g) for g in gens.streams]).flatten()
+    return (y + shift.to(y.device)) % k
