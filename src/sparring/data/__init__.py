@@ -13,6 +13,7 @@ from __future__ import annotations
 from .dataset import DATASETS, Dataset, DatasetLoader, load_dataset, require_train
 from .formats import read_idx, read_npz
 from .safe_pickle import safe_unpickle
+from .user import load_inputs
 
 # importing the loader modules registers "cifar10", "digits", "mnist" and "fashion-mnist"
 from .cifar10 import CIFAR10_CLASSES, load_cifar10, read_cifar_folder
@@ -27,6 +28,7 @@ __all__ = [
     "DatasetLoader",
     "load_cifar10",
     "load_dataset",
+    "load_inputs",
     "load_digits_dataset",
     "load_fashion_mnist",
     "load_mnist",

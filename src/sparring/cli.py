@@ -1,0 +1,119 @@
+"""The sparring command line. Every SparringError becomes one line on stderr and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from .errors import ConfigError, SparringError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise ConfigError(f"{self.prog}: {message}")
+
+
+def _value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    from .config import parse_eps
+
+    if "/" in text:
+        return parse_eps(text)[1]
+    return text
+
+
+def parse_attack(text: str) -> tuple[str, dict[str, Any]]:
+    """"pgd:steps=20,restarts=2,loss=margin" -> ("pgd", {...})."""
+    name, _, rest = text.partition(":")
+    params: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, val = item.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"expected attack options as key=value, got {item!r} in {text!r}")
+        params[key.strip().replace("-", "_")] = _value(val.strip())
+    return name.strip(), params
+
+
+def _eps_list(values: list[str]) -> tuple[str, ...]:
+    from .config import parse_eps
+
+    out = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    for v in out:
+        parse_eps(v)
+    return tuple(out)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", default=None, help="folder with the datasets (default: $SPARRING_DATA or ../shared/data)")
+    p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="sparring", description="Attack, defend and audit image classifiers.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    sub.add_parser("list", help="registered datasets, models, pretrained weights, attacks")
+    t = sub.add_parser("train", help="train a model on a dataset and save it (safetensors + json)")
+    t.add_argument("--dataset", default="digits")
+    t.add_argument("--model", default="digits-cnn")
+    t.add_argument("--out", required=True, help="path stem of the saved model, e.g. models/digits")
+    for flag, kind, default in [("--epochs", int, 30), ("--batch-size", int, 64), ("--lr", float, 0.002),
+                                ("--momentum", float, 0.9), ("--weight-decay", float, 0.0)]:
+        t.add_argument(flag, type=kind, default=default)
+    t.add_argument("--optimizer", default="adam", help="sgd or adam")
+    t.add_argument("--schedule", default="cosine", help="cosine, step, onecycle or none")
+    t.add_argument("--augment", default="none", help="none, crop or crop-flip")
+    _common(t)
+    e = sub.add_parser("evaluate", help="clean and robust accuracy of one model under attacks")
+    e.add_argument("--dataset", default="digits")
+    e.add_argument("--model", required=True, help="architecture, pretrained alias, or saved model path")
+    e.add_argument("--weights", default="", help="weights file or pretrained alias for --model")
+    e.add_argument("--weights-dir", default=None, help="folder with pretrained files (default $SPARRING_WEIGHTS)")
+    e.add_argument("--attack", action="append", default=[], help="NAME[:key=value,...], repeatable")
+    e.add_argument("--eps", action="append", default=[], help="epsilons, e.g. 8/255 or 0.1,0.2 (repeatable)")
+    e.add_argument("--norm", default="linf", help="l1, l2 or linf")
+    e.add_argument("--targeted", action="store_true", help="targeted attacks (target picked by --target)")
+    e.add_argument("--target", default="random", help="random, least-likely or next")
+    e.add_argument("--inputs", default=None, help="your own images instead of the test split: .npz (x, y) or .pt")
+    e.add_argument("--n", type=int, default=0, help="first N test images (0 = all)")
+    e.add_argument("--batch-size", type=int, default=256)
+    e.add_argument("--json", action="store_true", help="print one JSON object")
+    e.add_argument("--out", default=None, help="also write a run folder with results and report")
+    _common(e)
+    r = sub.add_parser("run", help="the experiment: train or load, evaluate, report")
+    r.add_argument("config", nargs="?", default=None, help="TOML config (default: built-in digits)")
+    r.add_argument("--out", default=None, help="run folder (default runs/<config name>)")
+    r.add_argument("--device", default=None)
+    r.add_argument("--data-dir", default=None)
+    rep = sub.add_parser("report", help="(re)write report.md and report.html of a run folder")
+    rep.add_argument("run_dir")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `sparring` command; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+        from . import commands
+
+        return int(getattr(commands, f"cmd_{args.command}")(args) or 0)
+    except SparringError as exc:
+        print(f"sparring: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("sparring: interrupted; finished cells are kept and a rerun resumes", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0
+
+
+__all__ = ["build_parser", "main", "parse_attack"]

@@ -1,0 +1,175 @@
+"""The bodies of the CLI subcommands (argparse namespace in, exit code out)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from .cli import _eps_list, parse_attack
+from .config import AttackConfig, Config, EvalConfig, dump_toml, load_config
+from .errors import ConfigError
+
+
+def _say(*parts: Any) -> None:
+    print(*parts, file=sys.stderr, flush=True)
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from .attacks import ATTACKS
+    from .data import DATASETS
+    from .models import MODELS, PRETRAINED
+
+    print("datasets:  " + ", ".join(DATASETS.names()))
+    print("models:    " + ", ".join(MODELS.names()))
+    print("pretrained:")
+    for name in PRETRAINED.names():
+        meta = PRETRAINED.meta(name)
+        print(f"  {name:26s} {meta.get('arch', '')} on {meta.get('dataset', '')}, published {meta.get('accuracy', '?')}%")
+    print("attacks:")
+    for name in ATTACKS.names():
+        meta = ATTACKS.meta(name)
+        print(f"  {name:14s} {meta['kind']:8s} norms {'/'.join(meta['norms']):12s} {meta.get('paper', '')}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from .data import load_dataset, require_train
+    from .experiment import check_fits, resolve_device, resolve_model
+    from .models import save_model
+    from .train import evaluate_accuracy, train
+
+    device = resolve_device(args.device)
+    ds = load_dataset(args.dataset, data_dir=args.data_dir)
+    x_train, y_train = require_train(ds)
+    model, _ = resolve_model(args.model, dataset=ds)
+    check_fits(model, ds.input_shape, ds.num_classes, ds.name)
+    history = train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test, epochs=args.epochs,
+                    batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                    weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment, seed=args.seed,
+                    device=device, progress=sys.stderr.isatty(), log=_say)
+    accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
+    paths = save_model(model, Path(args.out), meta={"dataset": ds.name, "classes": list(ds.classes),
+                                                     "test_accuracy": accuracy, "history": history, "seed": args.seed})
+    print(f"test accuracy {100 * accuracy:.2f}% -> {paths[0]}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .data import load_dataset, load_inputs
+    from .evaluate import evaluate
+    from .experiment import attack_specs, check_fits, resolve_device, resolve_model
+    from .paths import sha256_file
+    from .store import RunStore, environment
+
+    device = resolve_device(args.device)
+    eps = _eps_list(args.eps)
+    attacks = []
+    for text in args.attack:
+        name, params = parse_attack(text)
+        label = params.pop("label", "")
+        attacks.append(AttackConfig(name, norm=params.pop("norm", args.norm), targeted=args.targeted,
+                                    target=args.target, params=params, label=str(label)))
+    if attacks and not eps:
+        raise ConfigError("--attack needs at least one --eps (e.g. --eps 8/255)")
+    specs = attack_specs(tuple(attacks), eps)
+    model, info = resolve_model(args.model, args.weights, weights_dir=args.weights_dir)
+    if args.inputs:
+        x_all, y_all = load_inputs(args.inputs)
+        name, classes, sha = Path(args.inputs).name, [], sha256_file(args.inputs)
+    else:
+        ds = load_dataset(args.dataset, data_dir=args.data_dir, train=False)
+        x_all, y_all, name, classes, sha = ds.x_test, ds.y_test, ds.name, list(ds.classes), ds.sha256
+    num_classes = len(classes) if classes else _num_outputs(model, tuple(x_all.shape[1:]))
+    check_fits(model, tuple(x_all.shape[1:]), num_classes, name)
+    n = args.n or len(y_all)
+    if n < 0 or n > len(y_all):
+        raise ConfigError(f"--n must be between 1 and {len(y_all)} (0 = all), got {args.n}")
+    store = None
+    if args.out:
+        store = RunStore(Path(args.out))
+        config = Config(name="evaluate", seed=args.seed, device=device,
+                        evaluate=EvalConfig(eps=eps or EvalConfig().eps, batch_size=args.batch_size),
+                        attacks=tuple(attacks))
+        config = replace(config, data=replace(config.data, name=name, n=n),
+                         model=replace(config.model, arch=args.model, weights=args.weights))
+        store.open(dump_toml(config))
+        store.write_manifest({**environment(device), "seed": args.seed, "command": sys.argv,
+                              "dataset": {"name": name, "sha256": sha, "source": args.inputs or name, "n": n},
+                              "model": info, "classes": classes})
+    records = evaluate(model, x_all[:n], y_all[:n], specs, seed=args.seed, batch_size=args.batch_size,
+                       device=device, context={"model": args.model, "dataset": name},
+                       done=store.done() if store else None, on_record=store.append if store else None,
+                       gallery_dir=Path(args.out) / "adversarial" if args.out else None)
+    summary = _summary(name, args.model, n, records)
+    if store is not None:
+        from .report import write_report
+
+        write_report(store.root)
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        _print_table(summary, records)
+    return 0
+
+
+def _num_outputs(model: Any, shape: tuple[int, ...]) -> int:
+    import torch
+
+    from .errors import InputError
+
+    try:
+        with torch.inference_mode():
+            return int(model.eval()(torch.zeros(1, *shape)).shape[-1])
+    except RuntimeError as exc:
+        raise InputError(f"model does not accept images of shape {shape}: {str(exc).splitlines()[0]}") from None
+
+
+def _summary(dataset: str, model: str, n: int, records: list[dict[str, Any]]) -> dict[str, Any]:
+    clean = next(r for r in records if r["kind"] == "clean")
+    out: dict[str, Any] = {"dataset": dataset, "model": model, "n": n, "clean_accuracy": clean["accuracy"],
+                           "attacks": {}, "worst_case": {}, "cells": []}
+    for r in records:
+        if r["kind"] == "attack":
+            out["attacks"].setdefault(r["attack"], {})[r["eps_label"]] = r["robust_accuracy"]
+            out["cells"].append({k: v for k, v in r.items() if k != "robust_bits"})
+        elif r["kind"] == "worst_case":
+            out["worst_case"].setdefault(r["norm"], {})[r["eps_label"]] = r["robust_accuracy"]
+    return out
+
+
+def _print_table(summary: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    print(f"{summary['dataset']} / {summary['model']}: n={summary['n']}, clean accuracy {100 * summary['clean_accuracy']:.2f}%")
+    for r in records:
+        if r["kind"] == "attack":
+            l2 = (r["norms"]["l2"] or {}).get("median")
+            print(f"  {r['attack']:14s} {r['norm']:4s} eps={r['eps_label']:8s} robust {100 * r['robust_accuracy']:6.2f}%"
+                  f"  success {100 * (r['attack_success_rate'] or 0):6.2f}%  median L2 {l2 if l2 is None else round(l2, 4)}"
+                  f"  {r['time_s']:.2f}s  fwd {r['forward']} bwd {r['backward']}")
+        elif r["kind"] == "worst_case" and len(r["attacks"]) > 1:
+            print(f"  {'worst case':14s} {r['norm']:4s} eps={r['eps_label']:8s} robust {100 * r['robust_accuracy']:6.2f}%")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .experiment import run_experiment
+
+    config: Config = load_config(args.config)
+    if args.device:
+        config = replace(config, device=args.device)
+    if args.data_dir:
+        config = replace(config, data=replace(config.data, data_dir=args.data_dir))
+    out = Path(args.out) if args.out else Path("runs") / config.name
+    run_dir = run_experiment(config, out, progress=sys.stderr.isatty(), log=_say)
+    print(f"run folder: {run_dir}  (report: {run_dir / 'report.html'})")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .report import write_report
+
+    md, html = write_report(Path(args.run_dir))
+    print(f"wrote {md} and {html}")
+    return 0

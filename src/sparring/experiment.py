@@ -1,0 +1,143 @@
+"""Glue shared by the CLI commands: resolve models and attack specs, and run an experiment
+(train or load, evaluate, report) into a run folder that resumes after a kill."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import AttackConfig, Config, dump_toml, parse_eps
+from .errors import ConfigError, InputError, UnknownNameError
+from .evaluate import AttackSpec, evaluate
+from .store import RunStore, environment
+
+
+def resolve_device(name: str) -> str:
+    """"auto" -> cuda when available else cpu; asking for CUDA without it is an error."""
+    name = (name or "cpu").strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError(f"device {name!r} was asked for, but this torch build sees no CUDA device")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise InputError(f"expected device auto, cpu, cuda or cuda:N, got {name!r}")
+    return name
+
+
+def resolve_model(spec: str, weights: str = "", *, dataset: Any = None, weights_dir: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+    """A model from an architecture name, a pretrained alias, or a saved sparring model path.
+
+    Returns (model, info) where info names the architecture and the weights' source and sha256.
+    """
+    from .models import MODELS, PRETRAINED, build_model, load_model, load_pretrained, load_weights
+    from .paths import sha256_file
+
+    path = Path(spec)
+    if spec not in MODELS and spec not in PRETRAINED and (path.suffix in (".safetensors", ".json") or path.exists()):
+        model, meta = load_model(path)
+        weight_file = path.with_suffix(".safetensors")
+        return model, {"arch": meta.get("arch", spec), "weights": str(path), "weights_sha256": sha256_file(weight_file) if weight_file.exists() else None, "meta": meta}
+    if spec in PRETRAINED:
+        if weights:
+            raise ConfigError(f"{spec} is a pretrained alias and brings its own weights; got weights={weights!r} too")
+        model = load_pretrained(spec, weights_dir=weights_dir)
+        return model, {"arch": PRETRAINED.meta(spec)["arch"], "weights": spec}
+    kwargs: dict[str, Any] = {}
+    if dataset is not None and not weights:
+        kwargs = {"num_classes": dataset.num_classes, "in_channels": dataset.input_shape[0],
+                  "mean": dataset.mean, "std": dataset.std}
+    if weights and weights in PRETRAINED:
+        meta = PRETRAINED.meta(weights)
+        if meta["arch"] != spec:
+            raise ConfigError(f"pretrained weights {weights} are for {meta['arch']}, got model {spec}")
+        return load_pretrained(weights, weights_dir=weights_dir), {"arch": spec, "weights": weights}
+    if spec not in MODELS:
+        import difflib
+
+        known = MODELS.names() + PRETRAINED.names()
+        close = difflib.get_close_matches(spec, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise UnknownNameError(f"unknown model {spec!r}{hint} (expected an architecture, a pretrained alias "
+                               f"or a saved model file; known: {', '.join(known)})")
+    model = build_model(spec, **kwargs)
+    info: dict[str, Any] = {"arch": spec, "weights": None}
+    if weights:
+        load_weights(model, weights)
+        info.update(weights=weights, weights_sha256=sha256_file(weights))
+    return model, info
+
+
+def check_fits(model: nn.Module, shape: tuple[int, ...], num_classes: int, what: str) -> None:
+    """A dry forward pass: the model must take (1, *shape) and give (1, num_classes)."""
+    try:
+        with torch.inference_mode():
+            out = model.eval()(torch.zeros(1, *shape))
+    except RuntimeError as exc:
+        raise InputError(f"model does not accept {what} images of shape {tuple(shape)}: {str(exc).splitlines()[0]}") from None
+    if out.dim() != 2 or out.shape[1] != num_classes:
+        raise InputError(f"expected the model to output (B, {num_classes}) logits for {what}, got {tuple(out.shape)}")
+
+
+def attack_specs(attacks: tuple[AttackConfig, ...], default_eps: tuple[str, ...]) -> list[AttackSpec]:
+    """AttackConfig entries -> AttackSpec with parsed epsilons."""
+    specs = []
+    for a in attacks:
+        eps = tuple(parse_eps(e) for e in (a.eps or default_eps))
+        specs.append(AttackSpec(a.name, a.norm, eps, dict(a.params), a.targeted, a.target, a.label))
+    labels = [s.label for s in specs]
+    dupes = sorted({lab for lab in labels if labels.count(lab) > 1})
+    if dupes:
+        raise ConfigError(f"two attacks share the label {dupes[0]!r}; give each a distinct label")
+    return specs
+
+
+def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any = print) -> Path:
+    """Train or load, evaluate the attack x eps matrix, write the report; resumes in `out`."""
+    from .data import load_dataset, require_train
+    from .models import load_model, save_model
+    from .report import write_report
+    from .train import train
+
+    device = resolve_device(config.device)
+    store = RunStore(out)
+    store.open(dump_toml(config))
+    specs = attack_specs(config.attacks, config.evaluate.eps)
+    trained = out / "model.safetensors"
+    need_train = not config.model.weights and not trained.exists()
+    ds = load_dataset(config.data.name, data_dir=config.data.data_dir or None, train=need_train)
+    if config.model.weights:
+        model, info = resolve_model(config.model.arch, config.model.weights, dataset=ds)
+    elif trained.exists():
+        model, meta = load_model(trained)
+        info = {"arch": config.model.arch, "weights": str(trained), "trained_here": True, "history": meta.get("history")}
+        log(f"loaded the model trained earlier in this run: {trained}")
+    else:
+        model, info = resolve_model(config.model.arch, dataset=ds)
+        x_train, y_train = require_train(ds)
+        t = config.train
+        log(f"training {config.model.arch} on {ds.name} ({len(y_train)} images, {t.epochs} epochs)")
+        tick = time.perf_counter()
+        history = train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test, epochs=t.epochs,
+                        batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
+                        weight_decay=t.weight_decay, schedule=t.schedule, augment=t.augment, seed=config.seed,
+                        device=device, progress=progress)
+        info.update(trained_here=True, train_time_s=time.perf_counter() - tick, history=history)
+        save_model(model, trained, meta={"dataset": ds.name, "classes": list(ds.classes), "history": history})
+    check_fits(model, ds.input_shape, ds.num_classes, ds.name)
+    n = config.data.n or len(ds.y_test)
+    if n < 0 or n > len(ds.y_test):
+        raise ConfigError(f"data.n must be between 1 and {len(ds.y_test)} (0 = all), got {config.data.n}")
+    store.write_manifest({**environment(device), "seed": config.seed, "config": config.name,
+                          "dataset": {"name": ds.name, "sha256": ds.sha256, "source": ds.source, "n": n},
+                          "model": info, "classes": list(ds.classes)})
+    log(f"evaluating {len(specs)} attacks on {n} {ds.name} test images")
+    evaluate(model, ds.x_test[:n], ds.y_test[:n], specs, seed=config.seed, batch_size=config.evaluate.batch_size,
+             device=device, context={"model": config.model.arch, "defense": "none", "dataset": ds.name},
+             done=store.done(), on_record=store.append, gallery_dir=out / "adversarial",
+             gallery_size=config.evaluate.gallery)
+    write_report(out)
+    return out

@@ -1,0 +1,111 @@
+"""The command line as a user runs it: outputs, the run folder, resume, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sparring.cli import main
+
+
+@pytest.fixture(scope="module")
+def digits_model(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("model") / "digits"
+    assert main(["train", "--dataset", "digits", "--model", "digits-cnn", "--epochs", "3", "--out", str(out)]) == 0
+    return out.with_suffix(".safetensors")
+
+
+def _error(capsys, argv: list[str]) -> str:
+    capsys.readouterr()
+    code = main(argv)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sparring: error: ") and "Traceback" not in err, err
+    return lines[0]
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("digits", "cifar10", "resnet20", "lenet5", "pgd", "iterative-l2", "resnet20-akamaster"):
+        assert name in out
+
+
+def test_evaluate_json(capsys, digits_model):
+    argv = ["evaluate", "--dataset", "digits", "--model", str(digits_model), "--attack", "fgsm",
+            "--attack", "pgd:steps=5,restarts=2", "--eps", "0.1,8/255", "--n", "80", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["dataset"] == "digits" and out["n"] == 80 and 0.8 < out["clean_accuracy"] <= 1
+    assert set(out["attacks"]) == {"fgsm", "pgd"} and set(out["attacks"]["pgd"]) == {"0.1", "8/255"}
+    pgd, fgsm = out["attacks"]["pgd"], out["attacks"]["fgsm"]
+    assert pgd["0.1"] <= fgsm["0.1"] + 0.05 and pgd["8/255"] >= pgd["0.1"]
+    assert out["worst_case"]["linf"]["0.1"] <= min(pgd["0.1"], fgsm["0.1"])
+    cell = next(c for c in out["cells"] if c["attack"] == "pgd" and c["eps_label"] == "0.1")
+    assert cell["forward"] > 0 and cell["backward"] > 0 and cell["norms"]["linf"]["max"] <= 0.1 + 1e-6
+
+
+def test_run_folder_and_resume(tmp_path, capsys):
+    config = tmp_path / "tiny.toml"
+    config.write_text('name = "tiny"\n[data]\nn = 60\n[train]\nepochs = 2\n[evaluate]\neps = ["0.1", "0.2"]\n'
+                      '[[attacks]]\nname = "fgsm"\n[[attacks]]\nname = "pgd"\nsteps = 3\n')
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    for name in ("config.toml", "manifest.json", "results.jsonl", "report.md", "report.html", "model.safetensors"):
+        assert (out / name).is_file(), name
+    assert list((out / "adversarial").glob("*.pt"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 0 and manifest["dataset"]["sha256"] and manifest["torch"]
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert len(lines) == 1 + 4 + 2
+    # a kill in the middle of writing: three whole records and half of the fourth survive
+    (out / "results.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    again = (out / "results.jsonl").read_text().splitlines()
+    assert again[:3] == lines[:3] and len(again) == len(lines)
+    assert {json.loads(a)["cell"] for a in again} == {json.loads(a)["cell"] for a in lines}
+    config.write_text(config.read_text().replace("steps = 3", "steps = 4"))
+    assert "different config" in _error(capsys, ["run", str(config), "--out", str(out)])
+
+
+def test_bad_names_and_numbers(capsys, digits_model):
+    model = str(digits_model)
+    assert "did you mean 'pgd'" in _error(capsys, ["evaluate", "--model", model, "--attack", "pdg", "--eps", "0.1"])
+    assert "eps must be >= 0" in _error(capsys, ["evaluate", "--model", model, "--attack", "pgd", "--eps", "-0.1"])
+    assert "unknown model" in _error(capsys, ["evaluate", "--model", "resnet21", "--eps", "0.1"])
+    assert "unknown dataset" in _error(capsys, ["evaluate", "--model", model, "--dataset", "mnits"])
+    assert "steps" in _error(capsys, ["evaluate", "--model", model, "--attack", "pgd:steps=0", "--eps", "0.1", "--n", "10"])
+    assert "no parameter" in _error(capsys, ["evaluate", "--model", model, "--attack", "pgd:alpha=1", "--eps", "0.1"])
+    assert "norm" in _error(capsys, ["evaluate", "--model", model, "--attack", "fgv:norm=l2", "--eps", "0.1"])
+    assert "--n" in _error(capsys, ["evaluate", "--model", model, "--n", "100000"])
+    assert "invalid choice" in _error(capsys, ["fly"])
+
+
+def test_bad_inputs_files(tmp_path, capsys, digits_model):
+    model = str(digits_model)
+    cases = {
+        "shape": (np.random.rand(4, 1, 28, 28).astype(np.float32), np.zeros(4, dtype=np.int64), "does not accept"),
+        "bounds": (np.full((4, 1, 8, 8), 2.0, dtype=np.float32), np.zeros(4, dtype=np.int64), "[0, 1]"),
+        "nan": (np.full((4, 1, 8, 8), np.nan, dtype=np.float32), np.zeros(4, dtype=np.int64), "NaN"),
+        "labels": (np.random.rand(4, 1, 8, 8).astype(np.float32), np.full(4, 42, dtype=np.int64), "labels in [0, 9]"),
+        "count": (np.random.rand(4, 1, 8, 8).astype(np.float32), np.zeros(3, dtype=np.int64), "labels"),
+    }
+    for name, (x, y, fragment) in cases.items():
+        path = tmp_path / f"{name}.npz"
+        np.savez(path, x=x, y=y)
+        assert fragment in _error(capsys, ["evaluate", "--model", model, "--inputs", str(path), "--attack", "fgsm", "--eps", "0.1"])
+
+
+def test_truncated_and_malicious_checkpoints(tmp_path, capsys, digits_model):
+    data = digits_model.read_bytes()
+    cut = tmp_path / "cut.safetensors"
+    cut.write_bytes(data[: len(data) // 2])
+    (tmp_path / "cut.json").write_text(digits_model.with_suffix(".json").read_text())
+    assert "truncated" in _error(capsys, ["evaluate", "--model", str(cut), "--eps", "0.1"])
+    pt = tmp_path / "cut.pt"
+    pt.write_bytes(b"PK\x03\x04" + b"\x00" * 50)
+    assert str(pt) in _error(capsys, ["evaluate", "--model", "digits-cnn", "--weights", str(pt), "--eps", "0.1"])
