@@ -1,0 +1,132 @@
+"""Reading a run folder (config.toml, manifest.json, results.jsonl, gallery tensors) and
+writing report files atomically. The layout is documented in docs/run-folder.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import DataError
+
+Record = dict[str, Any]
+GALLERY_KEYS = ("x", "x_adv")
+
+
+@dataclass
+class Run:
+    """Everything a report needs from one run folder; `notes` collects what was skipped and why."""
+
+    root: Path
+    records: list[Record]
+    config: dict[str, Any] = field(default_factory=dict)
+    config_text: str = ""
+    manifest: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Read a run folder; raises DataError when the folder or results.jsonl is missing.
+
+    Example:
+        >>> run = load_run("runs/digits")
+        >>> [r["cell"] for r in run.records][:1]
+        ['clean']
+    """
+    root = Path(run_dir)
+    if not root.is_dir():
+        raise DataError(f"expected a run folder, got {str(root)!r} (no such directory)")
+    results = root / "results.jsonl"
+    if not results.is_file():
+        raise DataError(f"expected {results} in the run folder; run `sparring run` or `sparring evaluate --out` first")
+    notes: list[str] = []
+    records = read_records(results, notes)
+    config_text, config = "", {}
+    path = root / "config.toml"
+    if path.is_file():
+        config_text = path.read_text(encoding="utf-8", errors="replace")
+        try:
+            config = tomllib.loads(config_text)
+        except tomllib.TOMLDecodeError as exc:
+            notes.append(f"config.toml could not be parsed ({exc}); its facts are left out")
+    manifest: dict[str, Any] = {}
+    path = root / "manifest.json"
+    if path.is_file():
+        try:
+            loaded = json.loads(path.read_text(encoding="utf-8"))
+            manifest = loaded if isinstance(loaded, dict) else {}
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            notes.append(f"manifest.json could not be parsed ({exc}); its facts are left out")
+    return Run(root, records, config, config_text, manifest, notes)
+
+
+def read_records(path: Path, notes: list[str] | None = None) -> list[Record]:
+    """Records of results.jsonl, later duplicates of a `cell` replacing earlier ones in place.
+
+    A broken last line (a run killed mid-write) is skipped with a note; a broken line elsewhere
+    raises DataError, as the run store does.
+    """
+    lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
+    numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
+    by_cell: dict[str, Record] = {}
+    for position, (number, line) in enumerate(numbered):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict) or not isinstance(record.get("cell"), str) or "kind" not in record:
+                raise ValueError("not a record")
+        except ValueError:
+            if position == len(numbered) - 1:
+                if notes is not None:
+                    notes.append(f"skipped an incomplete last line ({number}) of results.jsonl")
+                continue
+            raise DataError(f"{path}:{number} is not a JSON record with 'kind' and 'cell'; "
+                            "fix or delete the line") from None
+        by_cell[record["cell"]] = record
+    return list(by_cell.values())
+
+
+def load_gallery(run: Run, relative: str) -> dict[str, torch.Tensor] | None:
+    """The gallery tensors a record names, or None (with a note) when unreadable or unsafe."""
+    root = run.root.resolve()
+    path = (root / relative).resolve()
+    if not path.is_relative_to(root):
+        run.notes.append(f"gallery {relative!r} points outside the run folder; skipped")
+        return None
+    if not path.is_file():
+        run.notes.append(f"gallery {relative!r} is missing; skipped")
+        return None
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt or foreign file must not stop the report
+        run.notes.append(f"gallery {relative!r} could not be loaded ({type(exc).__name__}); skipped")
+        return None
+    ok = isinstance(data, dict) and all(isinstance(data.get(k), torch.Tensor) for k in GALLERY_KEYS)
+    if ok:
+        x, x_adv = data["x"], data["x_adv"]
+        ok = x.dim() == 4 and x.shape == x_adv.shape and x.shape[0] > 0
+    if not ok:
+        run.notes.append(f"gallery {relative!r} does not hold x and x_adv of shape (N, C, H, W); skipped")
+        return None
+    return {k: v.detach().cpu() for k, v in data.items() if isinstance(v, torch.Tensor)}
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write bytes via a unique temp file in the same folder, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read by others
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -1,0 +1,113 @@
+"""Figures as PNG bytes: accuracy-vs-eps curves and original / adversarial / difference x10 grids.
+
+The only module of sparring that imports matplotlib. It uses the object API (Figure + the Agg
+canvas), never pyplot, so no window opens and no global figure state is left behind.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+DIFF_GAIN = 10.0
+MARKERS = "osD^vP*Xh<>"
+
+
+def _text(value: object) -> str:
+    """Data text for matplotlib: '$' would start mathtext, so it is escaped."""
+    return str(value).replace("$", r"\$")
+
+
+def _png(fig: Figure, dpi: int) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
+    fig.clear()
+    return buf.getvalue()
+
+
+def accuracy_curve(series: Sequence[tuple[str, Sequence[float], Sequence[float], bool]], *,
+                   clean_accuracy: float | None, title: str, xlabel: str,
+                   ticks: Sequence[tuple[float, str]] = ()) -> bytes:
+    """Robust accuracy (%) against eps, one line per series (label, eps, accuracy %, dashed).
+
+    Example:
+        >>> png = accuracy_curve([("pgd", [0.1, 0.2], [40.0, 5.0], False)], clean_accuracy=97.0,
+        ...                      title="digits-cnn", xlabel="eps (linf)")
+    """
+    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    xs = [x for _, e, _, _ in series for x in e]
+    for i, (label, eps, acc, dashed) in enumerate(series):
+        ax.plot(eps, acc, linestyle="--" if dashed else "-", marker=MARKERS[i % len(MARKERS)],
+                color="black" if dashed else f"C{i % 10}", linewidth=2 if dashed else 1.6, label=_text(label))
+    if clean_accuracy is not None:
+        ax.axhline(clean_accuracy, color="grey", linestyle=":", linewidth=1.2,
+                   label=f"clean ({clean_accuracy:.2f}%)")
+    positive = [x for x in xs if x > 0]
+    if positive and len(positive) == len(xs) and max(positive) / min(positive) >= 30:
+        ax.set_xscale("log")
+    if ticks and len(ticks) <= 12:
+        ax.set_xticks([t for t, _ in ticks], [_text(lab) for _, lab in ticks], minor=False)
+        ax.minorticks_off()
+        if len(ticks) > 6:
+            ax.tick_params(axis="x", labelrotation=45)
+    ax.set_ylim(-3, 103)
+    ax.set_xlabel(_text(xlabel))
+    ax.set_ylabel("robust accuracy (%)")
+    ax.set_title(_text(title), fontsize=11)
+    ax.grid(True, alpha=0.3)
+    if series or clean_accuracy is not None:
+        ax.legend(fontsize=8, loc="best", framealpha=0.85)
+    return _png(fig, dpi=110)
+
+
+def to_display(x: torch.Tensor) -> np.ndarray:
+    """(C, H, W) in [0, 1] -> an array for imshow: (H, W) for one channel, (H, W, 3) for three.
+
+    Other channel counts show their first channel; values above 1.5 are taken as 0..255.
+    """
+    a = x.detach().float().cpu().numpy()
+    if a.size and np.nanmax(a) > 1.5:
+        a = a / 255.0
+    a = np.clip(np.nan_to_num(a), 0.0, 1.0)
+    return a.transpose(1, 2, 0) if a.shape[0] == 3 else a[0]
+
+
+def difference(x: torch.Tensor, x_adv: torch.Tensor, gain: float = DIFF_GAIN) -> torch.Tensor:
+    """0.5 + gain * (x_adv - x), clipped to [0, 1]: grey where unchanged."""
+    scale = 255.0 if float(torch.nan_to_num(x).max()) > 1.5 else 1.0
+    return (0.5 + gain * (x_adv.float() - x.float()) / scale).clamp(0.0, 1.0)
+
+
+def gallery_grid(x: torch.Tensor, x_adv: torch.Tensor, captions: Sequence[tuple[str, str, str]], *,
+                 title: str) -> bytes:
+    """A grid with one row per sample and columns original / adversarial / difference x10.
+
+    x, x_adv: (N, C, H, W); captions: (original, adversarial, difference) text per row.
+    Example:
+        >>> png = gallery_grid(x[:4], x_adv[:4], [("3 (99%)", "8 (97%)", "Linf 0.1")] * 4, title="pgd")
+    """
+    n = x.shape[0]
+    gray = x.shape[1] != 3
+    cell = 1.7 if max(x.shape[2:]) < 48 else 2.2
+    fig = Figure(figsize=(3 * cell, n * (cell + 0.25) + 0.45), layout="constrained")
+    axes = fig.subplots(n, 3, squeeze=False)
+    heads = ("original", "adversarial", f"difference x{DIFF_GAIN:g}")
+    for i in range(n):
+        images = (x[i], x_adv[i], difference(x[i], x_adv[i]))
+        for j, (ax, image) in enumerate(zip(axes[i], images)):
+            shown = to_display(image)
+            ax.imshow(shown, cmap="gray" if gray else None, vmin=0.0, vmax=1.0, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ax.set_xlabel(_text(captions[i][j]) if i < len(captions) else "", fontsize=8)
+            if i == 0:
+                ax.set_title(heads[j], fontsize=10, fontweight="bold")
+    fig.suptitle(_text(title), fontsize=10)
+    return _png(fig, dpi=90)
