@@ -1,0 +1,295 @@
+"""One training loop: SGD/Adam, LR schedules, batch augmentation, progress, checkpoints.
+
+Randomness is explicit: shuffling and augmentation draw from a torch.Generator seeded from
+(seed, epoch); layers that use the global RNG (Dropout) run inside ``torch.random.fork_rng``
+reseeded from (seed, epoch), so the caller's global RNG state is untouched and a run is
+reproducible from its seed.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from .errors import ConfigError, InputError
+from .registry import Registry
+
+__all__ = ["AUGMENTATIONS", "OPTIMIZERS", "SCHEDULES", "augment_batch", "evaluate_accuracy", "train"]
+
+_MIX = 0x9E3779B97F4A7C15
+
+#: fn(params, *, lr, momentum, weight_decay) -> Optimizer
+OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
+OPTIMIZERS.register("sgd", description="SGD with momentum")(
+    lambda p, *, lr, momentum, weight_decay: torch.optim.SGD(p, lr=lr, momentum=momentum, weight_decay=weight_decay)
+)
+OPTIMIZERS.register("adam", description="Adam (Kingma & Ba 2015, arXiv:1412.6980); momentum unused")(
+    lambda p, *, lr, momentum, weight_decay: torch.optim.Adam(p, lr=lr, weight_decay=weight_decay)
+)
+
+#: fn(optimizer, *, lr, epochs, steps_per_epoch) -> scheduler stepped once per batch, or None
+SCHEDULES: Registry[Callable[..., Any]] = Registry("schedule")
+SCHEDULES.register("none", description="constant learning rate")(lambda opt, **_: None)
+SCHEDULES.register("cosine", description="cosine annealing to 0 over all steps (arXiv:1608.03983)")(
+    lambda opt, *, epochs, steps_per_epoch, **_: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
+)
+SCHEDULES.register("step", description="x0.1 at 50% and 75% of the epochs")(
+    lambda opt, *, epochs, steps_per_epoch, **_: torch.optim.lr_scheduler.MultiStepLR(
+        opt, sorted({steps_per_epoch * e for e in (epochs // 2, 3 * epochs // 4) if e > 0}), gamma=0.1
+    )
+)
+SCHEDULES.register("onecycle", description="one-cycle policy, peak lr (Smith & Topin 2017, arXiv:1708.07120)")(
+    lambda opt, *, lr, epochs, steps_per_epoch: torch.optim.lr_scheduler.OneCycleLR(
+        opt, max_lr=lr, total_steps=epochs * steps_per_epoch
+    )
+)
+
+
+def _crop(x: Tensor, generator: torch.Generator, pad: int) -> Tensor:
+    """Random crop after zero padding by ``pad``: one offset per sample, one gather per batch."""
+    if pad == 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    dy, dx = (torch.randint(0, 2 * pad + 1, (2, b), generator=generator)).to(x.device)
+    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+    batch = torch.arange(b, device=x.device)[:, None, None, None]
+    return padded[batch, torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
+
+
+def _flip(x: Tensor, generator: torch.Generator) -> Tensor:
+    """Horizontal flip of each sample with probability 1/2."""
+    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
+    return torch.where(flip[:, None, None, None], x.flip(3), x)
+
+
+#: fn(x, generator, pad) -> augmented batch (same shape, values stay in [0, 1])
+AUGMENTATIONS: Registry[Callable[[Tensor, torch.Generator, int], Tensor]] = Registry("augmentation")
+AUGMENTATIONS.register("none", description="no augmentation")(lambda x, g, pad: x)
+AUGMENTATIONS.register("crop", description="random crop with zero padding")(_crop)
+AUGMENTATIONS.register("crop-flip", description="random crop with zero padding + horizontal flip")(
+    lambda x, g, pad: _flip(_crop(x, g, pad), g)
+)
+
+
+def augment_batch(x: Tensor, kind: str, *, generator: torch.Generator, pad: int = 4) -> Tensor:
+    """Apply a registered augmentation ("none", "crop", "crop-flip") to a (B, C, H, W) batch.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> augment_batch(torch.rand(8, 3, 32, 32), "crop-flip", generator=g).shape
+        torch.Size([8, 3, 32, 32])
+    """
+    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
+        raise InputError(f"expected pad to be an integer >= 0, got {pad!r}")
+    return AUGMENTATIONS.get(kind)(x, generator, pad)
+
+
+def _check_data(x: Any, y: Any, what: str) -> tuple[Tensor, Tensor]:
+    """Images (N, C, H, W) float in [0, 1] and integer labels (N,) >= 0, else InputError."""
+    x, y = torch.as_tensor(x), torch.as_tensor(y)
+    if x.dim() != 4 or not x.is_floating_point():
+        raise InputError(f"expected {what} images as a float (N, C, H, W) tensor, got {x.dtype} {tuple(x.shape)}")
+    if y.dim() != 1 or y.is_floating_point() or y.dtype == torch.bool:
+        raise InputError(f"expected {what} labels as an integer (N,) tensor, got {y.dtype} {tuple(y.shape)}")
+    if len(x) != len(y) or len(x) == 0:
+        raise InputError(f"expected as many {what} labels as images (>= 1), got {len(y)} labels for {len(x)} images")
+    lo, hi = float(x.min()), float(x.max())
+    if not (0.0 <= lo and hi <= 1.0):
+        raise InputError(f"expected {what} images in [0, 1] (finite), got values in [{lo:.4g}, {hi:.4g}]")
+    if int(y.min()) < 0:
+        raise InputError(f"expected {what} labels >= 0, got {int(y.min())}")
+    return x, y.long()
+
+
+def _positive(value: Any, what: str, kind: type = int, zero_ok: bool = False) -> Any:
+    ok = not isinstance(value, bool) and isinstance(value, (int, float) if kind is float else int)
+    if not ok or not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+        raise InputError(f"expected {what} to be a {'finite number' if kind is float else 'integer'} "
+                         f"{'>= 0' if zero_ok else '> 0'}, got {value!r}")  # fmt: skip
+    return value
+
+
+def _device(device: str | torch.device) -> torch.device:
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"expected a device such as cpu, cuda or cuda:0, got {device!r}") from None
+
+
+def _dtype(model: nn.Module) -> torch.dtype:
+    """Floating dtype of the model's first parameter (float32 for a parameter-free model)."""
+    param = next(model.parameters(), None)
+    return param.dtype if param is not None and param.is_floating_point() else torch.float32
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[Tensor]:
+    """Shuffled index batches; a trailing batch of one sample is dropped (BatchNorm needs two)."""
+    parts = torch.randperm(n, generator=generator).split(batch_size)
+    return parts[:-1] if len(parts) > 1 and len(parts[-1]) == 1 else parts
+
+
+def train(
+    model: nn.Module,
+    x_train: Tensor,
+    y_train: Tensor,
+    *,
+    x_val: Tensor | None = None,
+    y_val: Tensor | None = None,
+    epochs: int = 10,
+    batch_size: int = 128,
+    optimizer: str = "sgd",
+    lr: float = 0.1,
+    momentum: float = 0.9,
+    weight_decay: float = 5e-4,
+    schedule: str = "cosine",
+    augment: str = "none",
+    pad: int = 4,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+    progress: bool = True,
+    checkpoint: str | Path | None = None,
+    log: Callable[[str], Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Train a classifier with cross-entropy; moves ``model`` to ``device``, leaves it in eval mode.
+
+    Args:
+        model: images in [0, 1] -> logits; a ``Normalized`` from build_model if ``checkpoint``.
+        x_train, y_train: float (N, C, H, W) images in [0, 1] and integer labels (N,).
+        x_val, y_val: optional validation split, evaluated after each epoch.
+        optimizer / schedule / augment: names in OPTIMIZERS / SCHEDULES / AUGMENTATIONS.
+        seed: seeds shuffling, augmentation and dropout (derived per epoch).
+        checkpoint: after each epoch ``save_model(model, checkpoint, meta={"epoch", "history"})``.
+        log: called with a one-line summary after each epoch.
+    Returns:
+        One dict per epoch: epoch, loss, train_accuracy, [val_accuracy], lr (at epoch start), time_s.
+
+    Example:
+        >>> history = train(build_model("digits-cnn"), x, y, epochs=5, optimizer="adam", lr=1e-3)
+    """
+    x_train, y_train = _check_data(x_train, y_train, "training")
+    if (x_val is None) != (y_val is None):
+        raise InputError("expected x_val and y_val both given or both None")
+    if x_val is not None:
+        x_val, y_val = _check_data(x_val, y_val, "validation")
+    if len(x_train) < 2:
+        raise InputError(f"expected at least 2 training images, got {len(x_train)}")
+    epochs, batch_size = _positive(epochs, "epochs"), _positive(batch_size, "batch_size")
+    lr, weight_decay = _positive(lr, "lr", float), _positive(weight_decay, "weight_decay", float, True)
+    if _positive(momentum, "momentum", float, True) >= 1:
+        raise InputError(f"expected 0 <= momentum < 1, got {momentum}")
+    make_opt, make_sched = OPTIMIZERS.get(optimizer), SCHEDULES.get(schedule)
+    augment_batch(x_train[:2], augment, generator=torch.Generator(), pad=pad)  # validates name and pad
+    if checkpoint is not None:
+        from .models import MODELS, Normalized
+
+        if not isinstance(model, Normalized) or model.arch not in MODELS:
+            raise ConfigError("checkpoint= needs a model from build_model (a Normalized with a registered arch)")
+    _positive(seed, "seed", int, zero_ok=True)
+    device = _device(device)
+    model.to(device)
+    model.eval()
+    dtype = _dtype(model)
+    try:
+        with torch.inference_mode():
+            out = model(x_train[:2].to(device, dtype))
+    except RuntimeError as exc:
+        raise InputError(f"model does not accept images of shape {tuple(x_train.shape[1:])}: "
+                         f"{str(exc).splitlines()[0]}") from None  # fmt: skip
+    if out.dim() != 2 or int(y_train.max()) >= out.shape[1]:
+        raise InputError(f"expected labels below the model's {out.shape[-1]} outputs, got max {int(y_train.max())}")
+    n = len(x_train)
+    steps = n // batch_size + (1 if n % batch_size > 1 else 0)
+    opt = make_opt(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    sched = make_sched(opt, lr=lr, epochs=epochs, steps_per_epoch=steps)
+    history: list[dict[str, Any]] = []
+    show = progress and sys.stderr.isatty()
+    fork_devices = [device] if device.type == "cuda" else []
+    try:
+        with torch.random.fork_rng(devices=fork_devices):
+            for epoch in range(1, epochs + 1):
+                key = (int(seed) * _MIX + epoch * 0xBF58476D1CE4E5B9) % (2**63 - 1)
+                gen = torch.Generator().manual_seed(key)
+                torch.manual_seed(key ^ 0x5DEECE66D)
+                start, lr_now = time.perf_counter(), float(opt.param_groups[0]["lr"])
+                model.train()
+                loss_sum = torch.zeros((), device=device)
+                correct = torch.zeros((), dtype=torch.long, device=device)
+                seen = 0
+                bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=not show, leave=False)
+                for idx in _batches(n, batch_size, gen):
+                    xb = x_train[idx].to(device, dtype, non_blocking=True)
+                    yb = y_train[idx].to(device, non_blocking=True)
+                    logits = model(AUGMENTATIONS.get(augment)(xb, gen, pad))
+                    loss = F.cross_entropy(logits, yb)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    if sched is not None:
+                        sched.step()
+                    loss_sum += loss.detach() * len(yb)
+                    correct += (logits.argmax(1) == yb).sum()
+                    seen += len(yb)
+                    bar.update(1)
+                bar.close()
+                mean_loss = float(loss_sum) / seen
+                if not math.isfinite(mean_loss):
+                    raise ConfigError(f"training diverged (loss {mean_loss}) in epoch {epoch}; lower lr (got {lr})")
+                record: dict[str, Any] = {"epoch": epoch, "loss": mean_loss,
+                                          "train_accuracy": int(correct) / seen}  # fmt: skip
+                if x_val is not None and y_val is not None:
+                    record["val_accuracy"] = evaluate_accuracy(model, x_val, y_val, device=device)
+                record.update(lr=lr_now, time_s=time.perf_counter() - start)
+                history.append(record)
+                if log is not None:
+                    val = f" val {100 * record['val_accuracy']:.2f}%" if "val_accuracy" in record else ""
+                    log(f"epoch {epoch}/{epochs} loss {mean_loss:.4f} train {100 * record['train_accuracy']:.2f}%"
+                        f"{val} lr {lr_now:.4g} ({record['time_s']:.1f}s)")  # fmt: skip
+                if checkpoint is not None:
+                    from .models import save_model
+
+                    save_model(model, checkpoint, meta={"epoch": epoch, "history": history})  # type: ignore[arg-type]
+    finally:
+        model.eval()
+    return history
+
+
+def evaluate_accuracy(
+    model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 512, device: str | torch.device = "cpu"
+) -> float:
+    """Top-1 accuracy in [0, 1], in eval mode under inference_mode; restores the model's mode.
+
+    The model must already be on ``device``; batches are moved there.
+
+    Example:
+        >>> evaluate_accuracy(model, x_test, y_test)  # doctest: +SKIP
+        0.9733
+    """
+    x, y = _check_data(x, y, "evaluation")
+    batch_size = _positive(batch_size, "batch_size")
+    device = _device(device)
+    param = next(model.parameters(), None)
+    if param is not None and (param.device.type != device.type or
+                              (device.index is not None and param.device.index != device.index)):  # fmt: skip
+        raise InputError(f"expected the model on {device}, got it on {param.device}; move it with model.to(...)")
+    was_training, dtype = model.training, _dtype(model)
+    model.eval()
+    correct = 0
+    try:
+        with torch.inference_mode():
+            for i in range(0, len(x), batch_size):
+                logits = model(x[i : i + batch_size].to(device, dtype))
+                correct += int((logits.argmax(1) == y[i : i + batch_size].to(device)).sum())
+    finally:
+        model.train(was_training)
+    return correct / len(x)
