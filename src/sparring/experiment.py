@@ -124,7 +124,7 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
         history = train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test, epochs=t.epochs,
                         batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
                         weight_decay=t.weight_decay, schedule=t.schedule, augment=t.augment, seed=config.seed,
-                        device=device, progress=progress)
+                        device=device, progress=progress, log=log)
         info.update(trained_here=True, train_time_s=time.perf_counter() - tick, history=history)
         save_model(model, trained, meta={"dataset": ds.name, "classes": list(ds.classes), "history": history})
     check_fits(model, ds.input_shape, ds.num_classes, ds.name)

@@ -20,80 +20,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from .augment import AUGMENTATIONS, augment_batch
 from .errors import ConfigError, InputError
-from .registry import Registry
+from .optim import OPTIMIZERS, SCHEDULES
 
 __all__ = ["AUGMENTATIONS", "OPTIMIZERS", "SCHEDULES", "augment_batch", "evaluate_accuracy", "train"]
 
 _MIX = 0x9E3779B97F4A7C15
-
-#: fn(params, *, lr, momentum, weight_decay) -> Optimizer
-OPTIMIZERS: Registry[Callable[..., torch.optim.Optimizer]] = Registry("optimizer")
-OPTIMIZERS.register("sgd", description="SGD with momentum")(
-    lambda p, *, lr, momentum, weight_decay: torch.optim.SGD(p, lr=lr, momentum=momentum, weight_decay=weight_decay)
-)
-OPTIMIZERS.register("adam", description="Adam (Kingma & Ba 2015, arXiv:1412.6980); momentum unused")(
-    lambda p, *, lr, momentum, weight_decay: torch.optim.Adam(p, lr=lr, weight_decay=weight_decay)
-)
-
-#: fn(optimizer, *, lr, epochs, steps_per_epoch) -> scheduler stepped once per batch, or None
-SCHEDULES: Registry[Callable[..., Any]] = Registry("schedule")
-SCHEDULES.register("none", description="constant learning rate")(lambda opt, **_: None)
-SCHEDULES.register("cosine", description="cosine annealing to 0 over all steps (arXiv:1608.03983)")(
-    lambda opt, *, epochs, steps_per_epoch, **_: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
-)
-SCHEDULES.register("step", description="x0.1 at 50% and 75% of the epochs")(
-    lambda opt, *, epochs, steps_per_epoch, **_: torch.optim.lr_scheduler.MultiStepLR(
-        opt, sorted({steps_per_epoch * e for e in (epochs // 2, 3 * epochs // 4) if e > 0}), gamma=0.1
-    )
-)
-SCHEDULES.register("onecycle", description="one-cycle policy, peak lr (Smith & Topin 2017, arXiv:1708.07120)")(
-    lambda opt, *, lr, epochs, steps_per_epoch: torch.optim.lr_scheduler.OneCycleLR(
-        opt, max_lr=lr, total_steps=epochs * steps_per_epoch
-    )
-)
-
-
-def _crop(x: Tensor, generator: torch.Generator, pad: int) -> Tensor:
-    """Random crop after zero padding by ``pad``: one offset per sample, one gather per batch."""
-    if pad == 0:
-        return x
-    b, c, h, w = x.shape
-    padded = F.pad(x, (pad, pad, pad, pad))
-    dy, dx = (torch.randint(0, 2 * pad + 1, (2, b), generator=generator)).to(x.device)
-    rows = (dy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
-    cols = (dx[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
-    batch = torch.arange(b, device=x.device)[:, None, None, None]
-    return padded[batch, torch.arange(c, device=x.device)[None, :, None, None], rows, cols]
-
-
-def _flip(x: Tensor, generator: torch.Generator) -> Tensor:
-    """Horizontal flip of each sample with probability 1/2."""
-    flip = (torch.rand(x.shape[0], generator=generator) < 0.5).to(x.device)
-    return torch.where(flip[:, None, None, None], x.flip(3), x)
-
-
-#: fn(x, generator, pad) -> augmented batch (same shape, values stay in [0, 1])
-AUGMENTATIONS: Registry[Callable[[Tensor, torch.Generator, int], Tensor]] = Registry("augmentation")
-AUGMENTATIONS.register("none", description="no augmentation")(lambda x, g, pad: x)
-AUGMENTATIONS.register("crop", description="random crop with zero padding")(_crop)
-AUGMENTATIONS.register("crop-flip", description="random crop with zero padding + horizontal flip")(
-    lambda x, g, pad: _flip(_crop(x, g, pad), g)
-)
-
-
-def augment_batch(x: Tensor, kind: str, *, generator: torch.Generator, pad: int = 4) -> Tensor:
-    """Apply a registered augmentation ("none", "crop", "crop-flip") to a (B, C, H, W) batch.
-
-    Example:
-        >>> g = torch.Generator().manual_seed(0)
-        >>> augment_batch(torch.rand(8, 3, 32, 32), "crop-flip", generator=g).shape
-        torch.Size([8, 3, 32, 32])
-    """
-    if isinstance(pad, bool) or not isinstance(pad, int) or pad < 0:
-        raise InputError(f"expected pad to be an integer >= 0, got {pad!r}")
-    return AUGMENTATIONS.get(kind)(x, generator, pad)
-
 
 def _check_data(x: Any, y: Any, what: str) -> tuple[Tensor, Tensor]:
     """Images (N, C, H, W) float in [0, 1] and integer labels (N,) >= 0, else InputError."""

@@ -80,42 +80,51 @@ def _ascend(model: nn.Module, xs: Tensor, ys: Tensor, start: Tensor, threat: Thr
             steps: int, step_size: float, targeted: bool, objective: Callable[..., Tensor],
             early_stop: bool, direction: Direction | None, select: bool,
             check: bool) -> tuple[Tensor, Tensor]:
-    """One restart on the rows xs; returns (per-sample result, fooled flags)."""
-    x_adv = start
+    """One restart on the rows xs; returns (per-sample result, fooled flags).
+
+    `live` holds the rows still being attacked (all of them unless early_stop drops fooled ones).
+    """
+    x_adv = start.detach()
     kept = xs.clone()
     hit = torch.zeros(xs.shape[0], dtype=torch.bool, device=xs.device)
-    live = torch.arange(xs.shape[0], device=xs.device)
+    live = None  # None = every row
     for step in range(steps):
-        x_live = x_adv if live.numel() == xs.shape[0] else x_adv[live]
-        x_live = x_live.detach().requires_grad_(True)
+        x_live = (x_adv if live is None else x_adv[live]).requires_grad_(True)
+        y_live = ys if live is None else ys[live]
         logits = model(x_live)
         if check and step == 0:
             check_labels(ys, logits.shape[1])
-        y_live = ys if live.numel() == xs.shape[0] else ys[live]
         fooled = is_adversarial(logits.detach(), y_live, targeted)
-        if select:
-            kept[live] = torch.where(_rows(fooled, x_live), x_live.detach(), kept[live])
-            hit[live] |= fooled
         (grad,) = torch.autograd.grad(objective(logits, y_live, targeted).sum(), x_live)
+        x_live = x_live.detach()
+        if select:
+            _remember(kept, hit, live, x_live, fooled)
         moved = direction(grad) * step_size if direction is not None else threat.step(grad, step_size, x_live)
+        new = threat.project(x_live + moved, xs if live is None else xs[live])
         if early_stop:
-            moved = moved * _rows(~fooled, moved)
-        new = threat.project(x_live.detach() + moved, xs[live] if live.numel() != xs.shape[0] else xs)
-        x_adv = new if live.numel() == xs.shape[0] else x_adv.index_copy(0, live, new)
+            new = torch.where(_rows(fooled, new), x_live, new)
+        x_adv = new if live is None else x_adv.index_copy(0, live, new)
         if early_stop:
-            live = live[~fooled]
+            live = (torch.arange(xs.shape[0], device=xs.device) if live is None else live)[~fooled]
             if live.numel() == 0:
-                break
+                return kept, hit
     if not select:
-        return x_adv.detach(), hit
-    if live.numel() > 0:
-        with torch.no_grad():
-            fooled = is_adversarial(model(x_adv[live]), ys[live], targeted)
+        return x_adv, hit
+    with torch.no_grad():
+        x_last = x_adv if live is None else x_adv[live]
+        fooled = is_adversarial(model(x_last), ys if live is None else ys[live], targeted)
+    _remember(kept, hit, live, x_last, fooled)
+    return torch.where(_rows(hit, kept), kept, x_adv), hit
+
+
+def _remember(kept: Tensor, hit: Tensor, live: Tensor | None, x_live: Tensor, fooled: Tensor) -> None:
+    """Store the iterates that fool the model into `kept` (in place) and mark them in `hit`."""
+    if live is None:
+        kept.copy_(torch.where(_rows(fooled, x_live), x_live, kept))
+        hit |= fooled
+    else:
+        kept[live] = torch.where(_rows(fooled, x_live), x_live, kept[live])
         hit[live] |= fooled
-        last = torch.where(_rows(fooled, kept[live]), x_adv[live], kept[live])
-        kept[live] = last
-    kept = torch.where(_rows(hit, kept), kept, x_adv.detach())
-    return kept, hit
 
 
 def _rows(mask: Tensor, like: Tensor) -> Tensor:

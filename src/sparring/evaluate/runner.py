@@ -68,7 +68,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
         if int(y.min()) < 0 or int(y.max()) >= logits.shape[1]:
             raise InputError(f"expected labels in [0, {logits.shape[1] - 1}], got values in [{int(y.min())}, {int(y.max())}]")
         emit({"kind": "clean", "cell": "clean", "n": len(y), "n_correct": int(correct.sum()),
-              "accuracy": float(correct.float().mean()), "mean_confidence": float(conf.mean()),
+              "accuracy": int(correct.sum()) / len(y), "mean_confidence": float(conf.mean()),
               "time_s": time.perf_counter() - tick})
         robust_by: dict[tuple[str, str], list[tuple[str, Tensor]]] = {}
         for spec in attacks:
@@ -85,7 +85,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
             robust = torch.stack([m for _, m in pairs]).all(dim=0)
             emit({"kind": "worst_case", "cell": f"worst|{norm}|{label}", "norm": norm, "eps": eps, "eps_label": label,
                   "attacks": [a for a, _ in pairs], "n": len(y), "n_robust": int(robust.sum()),
-                  "robust_accuracy": float(robust.float().mean()), "robust_bits": pack_mask(robust)})
+                  "robust_accuracy": int(robust.sum()) / len(y), "robust_bits": pack_mask(robust)})
     return records
 
 
@@ -142,7 +142,7 @@ def _cell_record(model: nn.Module, x: Tensor, y: Tensor, targets: Tensor, x_adv:
         "kind": "attack", "cell": f"{spec.label}|{spec.norm.value}|{label}", "attack": spec.label,
         "attack_name": spec.name, "attack_kind": spec.kind, "norm": spec.norm.value, "eps": eps, "eps_label": label,
         "targeted": spec.targeted, "params": _jsonable(spec.resolved_params()), "n": len(y), "n_attacked": n_attacked,
-        "n_robust": int(robust.sum()), "robust_accuracy": float(robust.float().mean()),
+        "n_robust": int(robust.sum()), "robust_accuracy": int(robust.sum()) / len(y),
         "attack_success_rate": rate(int(success.sum()), n_attacked),
         "mean_confidence": float(conf[success].mean()) if bool(success.any()) else None,
         "norms": {k: summarize(v[success]) for k, v in norms.items()},
