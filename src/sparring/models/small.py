@@ -98,38 +98,20 @@ class CifarCNN(nn.Module):
         return self.fc2(self.dropout2(out))
 
 
-@MODELS.register(
+MODELS.register(
     "digits-cnn",
     input_shape=(1, 8, 8),
     num_classes=10,
     mean=(0.3053,),
     std=(0.3760,),
     description="small CNN for the scikit-learn 8x8 digits (2 conv + 2 dense)",
-)
-def digits_cnn(*, num_classes: int = 10, in_channels: int = 1, image_size: int = 8) -> nn.Module:
-    """Build ``DigitsCNN`` (bare net)."""
-    return DigitsCNN(num_classes=num_classes, in_channels=in_channels, image_size=image_size)
+)(DigitsCNN)
 
-
-@MODELS.register(
+MODELS.register(
     "cifar-cnn",
     input_shape=(3, 32, 32),
     num_classes=10,
     mean=CIFAR10_MEAN,
     std=CIFAR10_STD,
     description="seed report's base CNN: 3 x (conv-BN-ReLU x2 + maxpool), dropout, 2 dense; noise slots",
-)
-def cifar_cnn(
-    *,
-    num_classes: int = 10,
-    in_channels: int = 3,
-    image_size: int = 32,
-    widths: tuple[int, int, int] = (64, 128, 256),
-    hidden: int = 512,
-    dropout: float = 0.5,
-) -> nn.Module:
-    """Build ``CifarCNN`` (bare net)."""
-    return CifarCNN(
-        num_classes=num_classes, in_channels=in_channels, image_size=image_size,
-        widths=tuple(widths), hidden=hidden, dropout=dropout,
-    )  # fmt: skip
+)(CifarCNN)
