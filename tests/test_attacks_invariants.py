@@ -16,12 +16,13 @@ EPS = {"linf": 0.1, "l2": 0.5, "l1": 2.0}
 
 
 def _threat(name: str, norm: str) -> ThreatModel:
-    budget = ATTACKS.meta(name)["kind"] == "budget"
-    return ThreatModel(Norm(norm), EPS[norm] if budget else math.inf)
+    minimal = ATTACKS.meta(name)["kind"] == "minimal"
+    return ThreatModel(Norm(norm), math.inf if minimal else EPS[norm])
 
 
 def _kwargs(name: str) -> dict:
-    return {"steps": 20, "step_size": 0.1} if name == "iterative-l2" else {}
+    """Fast hyperparameters an attack declares for this suite (metadata key test_params)."""
+    return dict(ATTACKS.meta(name).get("test_params", {}))
 
 
 def _run(name, norm, model, x, y, seed=0, **extra):
@@ -52,7 +53,7 @@ def test_budget_bounds_shape_dtype(name, norm, model, batch):
 @pytest.mark.parametrize("name,norm", CASES)
 def test_attack_changes_something(name, norm, model, batch):
     x, y = batch
-    x_adv = _run(name, norm, model, x, y, **({"targeted": False} if name == "iterative-l2" else {}))
+    x_adv = _run(name, norm, model, x, y)
     assert not torch.equal(x_adv, x), "an attack must never silently return its input"
 
 

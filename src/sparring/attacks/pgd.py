@@ -56,7 +56,8 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: i
 
 
 @ATTACKS.register("iterative-l2", kind="minimal", norms=("l2",), needs_grad=True, targeted="optional",
-                  paper="blur article (seeds/000); Szegedy-style gradient steps")
+                  paper="blur article (seeds/000); Szegedy-style gradient steps",
+                  test_params={"steps": 20, "step_size": 0.1, "targeted": False})
 def iterative_l2(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | None = None,
                  steps: int = 1000, step_size: float = 0.1, targeted: bool = True, loss: str = "ce",
                  generator: Generators = None) -> Tensor:
