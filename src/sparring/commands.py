@@ -23,16 +23,25 @@ def cmd_list(args: argparse.Namespace) -> int:
     from .data import DATASETS
     from .models import MODELS, PRETRAINED
 
-    print("datasets:  " + ", ".join(DATASETS.names()))
-    print("models:    " + ", ".join(MODELS.names()))
-    print("pretrained:")
-    for name in PRETRAINED.names():
-        meta = PRETRAINED.meta(name)
-        print(f"  {name:26s} {meta.get('arch', '')} on {meta.get('dataset', '')}, published {meta.get('accuracy', '?')}%")
-    print("attacks:")
-    for name in ATTACKS.names():
-        meta = ATTACKS.meta(name)
-        print(f"  {name:14s} {meta['kind']:8s} norms {'/'.join(meta['norms']):12s} {meta.get('paper', '')}")
+    what = args.what
+    if what in ("all", "datasets"):
+        print("datasets:")
+        for name in DATASETS.names():
+            print(f"  {name:14s} {DATASETS.meta(name).get('description', '')}")
+    if what in ("all", "models"):
+        print("models:")
+        for name in MODELS.names():
+            print(f"  {name:16s} {MODELS.meta(name).get('description', '')}")
+    if what in ("all", "pretrained"):
+        print("pretrained:")
+        for name in PRETRAINED.names():
+            meta = PRETRAINED.meta(name)
+            print(f"  {name:26s} {meta.get('arch', '')} on {meta.get('dataset', '')}, published {meta.get('accuracy', '?')}%")
+    if what in ("all", "attacks"):
+        print(f"attacks:\n  {'name':14s} {'kind':9s} {'norms':15s} {'targeted':9s} paper")
+        for name in ATTACKS.names():
+            meta = ATTACKS.meta(name)
+            print(f"  {name:14s} {meta['kind']:9s} {'/'.join(meta['norms']):15s} {meta['targeted']:9s} {meta.get('paper', '')}")
     return 0
 
 

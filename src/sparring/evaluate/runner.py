@@ -147,6 +147,7 @@ def _cell_record(model: nn.Module, x: Tensor, y: Tensor, targets: Tensor, x_adv:
         "mean_confidence": float(conf[success].mean()) if bool(success.any()) else None,
         "norms": {k: summarize(v[success]) for k, v in norms.items()},
         "time_s": seconds, "forward": counter.forward, "backward": counter.backward,
+        "queries": counter.forward if spec.kind == "blackbox" else None,
         "robust_bits": pack_mask(robust),
     }
     if gallery_dir is not None and n_attacked:
