@@ -122,7 +122,7 @@ def reference_pgd(model, x, y, eps, steps, step_size, generator):
 def test_pgd_agrees_with_reference(model, batch):
     x, y = batch
     eps, steps, size = 0.05, 10, 0.0125
-    ours = pgd(model, x, y, threat=ThreatModel(Norm.LINF, eps), steps=steps, step_size=size,
+    ours = pgd(model, x, y, threat=ThreatModel(Norm.LINF, eps), steps=steps, step_size=size, early_stop=False,
                generator=torch.Generator().manual_seed(5))
     ref = reference_pgd(model, x, y, eps, steps, size, torch.Generator().manual_seed(5))
     assert torch.allclose(ours, ref, atol=1e-6)
@@ -143,3 +143,12 @@ def test_restarts_never_hurt(model, batch):
     many = pgd(model, x, y, threat=threat, steps=5, restarts=4, generator=torch.Generator().manual_seed(0))
     assert int((model(many).argmax(1) != y).sum()) >= int((model(one).argmax(1) != y).sum())
     assert math.isclose(float(threat.distance(many, x).max()), 0.03, rel_tol=1e-4) or float(threat.distance(many, x).max()) < 0.03
+
+
+def test_early_stop_changes_no_robust_accuracy(model, batch):
+    x, y = batch
+    threat = ThreatModel(Norm.LINF, 0.05)
+    runs = {stop: pgd(model, x, y, threat=threat, steps=10, early_stop=stop, generator=torch.Generator().manual_seed(2))
+            for stop in (True, False)}
+    fooled = {stop: model(out).argmax(1) != y for stop, out in runs.items()}
+    assert torch.equal(fooled[True], fooled[False])

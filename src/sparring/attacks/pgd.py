@@ -27,13 +27,15 @@ def _iterative(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, step
                   paper="Madry et al. 2018, arXiv:1706.06083")
 def pgd(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: int = 40,
         step_size: float | None = None, random_start: bool = True, restarts: int = 1,
-        targeted: bool = False, loss: str = "ce", early_stop: bool = False,
+        targeted: bool = False, loss: str = "ce", early_stop: bool = True,
         generator: Generators = None) -> Tensor:
     """Projected gradient descent in L1, L2 or Linf, with random start and restarts.
 
     Madry et al., "Towards deep learning models resistant to adversarial attacks", arXiv:1706.06083.
     step_size is absolute (default 2.5 * eps / steps); loss is "ce" or "margin" (CW);
-    restarts re-run only the samples not yet fooled; early_stop freezes fooled samples.
+    restarts re-run only the samples not yet fooled; early_stop (default) stops attacking a sample
+    once it is fooled, which saves passes and changes no robust accuracy (a fooled sample stays
+    fooled); early_stop=False runs every step on every sample (e.g. for adversarial training).
         >>> x_adv = pgd(model, x, y, threat=ThreatModel(Norm.LINF, 8 / 255), steps=20, generator=g)
     """
     return _iterative(model, x, y, threat, steps, step_size, "pgd", random_start=random_start,
@@ -44,7 +46,7 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: i
 @ATTACKS.register("bim", kind="budget", norms=("linf", "l2", "l1"), needs_grad=True, targeted="optional",
                   paper="Kurakin et al. 2017, arXiv:1607.02533")
 def bim(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: int = 10,
-        step_size: float | None = None, targeted: bool = False, loss: str = "ce",
+        step_size: float | None = None, targeted: bool = False, loss: str = "ce", early_stop: bool = True,
         generator: Generators = None) -> Tensor:
     """Basic iterative method: PGD from the clean input, no random start.
 
@@ -52,7 +54,7 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: i
         >>> x_adv = bim(model, x, y, threat=ThreatModel(Norm.LINF, 0.1), steps=10)
     """
     return _iterative(model, x, y, threat, steps, step_size, "bim", random_start=False,
-                      targeted=targeted, loss=loss, generator=generator)
+                      targeted=targeted, loss=loss, early_stop=early_stop, generator=generator)
 
 
 @ATTACKS.register("iterative-l2", kind="minimal", norms=("l2",), needs_grad=True, targeted="optional",
