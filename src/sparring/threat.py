@@ -21,19 +21,21 @@ from .rng import Generators, normal, uniform
 class Norm(str, Enum):
     """The perturbation norms sparring attacks in."""
 
+    L0 = "l0"
     L1 = "l1"
     L2 = "l2"
     LINF = "linf"
 
     @classmethod
     def parse(cls, value: "str | Norm") -> "Norm":
-        """Accept "linf"/"inf"/"Linf", "l2"/"2", "l1"/"1"."""
+        """Accept "linf"/"inf"/"Linf", "l2"/"2", "l1"/"1", "l0"/"0"."""
         if isinstance(value, Norm):
             return value
         text = str(value).strip().lower().replace("_", "")
-        aliases = {"linf": cls.LINF, "inf": cls.LINF, "l2": cls.L2, "2": cls.L2, "l1": cls.L1, "1": cls.L1}
+        aliases = {"linf": cls.LINF, "inf": cls.LINF, "l2": cls.L2, "2": cls.L2, "l1": cls.L1, "1": cls.L1,
+                   "l0": cls.L0, "0": cls.L0}
         if text not in aliases:
-            raise InputError(f"unknown norm: expected one of l1, l2, linf, got {value!r}")
+            raise InputError(f"unknown norm: expected one of l0, l1, l2, linf, got {value!r}")
         return aliases[text]
 
 
@@ -45,9 +47,14 @@ def _per_sample(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+L0_TOLERANCE = 1e-6
+
+
 def lp_norm(delta: Tensor, norm: Norm) -> Tensor:
-    """Per-sample Lp norm of a batch of perturbations (shape (B,))."""
+    """Per-sample Lp norm of a batch of perturbations (shape (B,)); L0 counts |d| > 1e-6."""
     flat = _flat(delta)
+    if norm is Norm.L0:
+        return (flat.abs() > L0_TOLERANCE).sum(dim=1).to(flat.dtype)
     if norm is Norm.LINF:
         return flat.abs().amax(dim=1)
     if norm is Norm.L2:
@@ -71,6 +78,11 @@ def _project_l1(delta: Tensor, eps: float) -> Tensor:
     projected = flat.sign() * (mags - theta).clamp_min(0)
     out = torch.where(inside.unsqueeze(1), flat, projected)
     return out.reshape(delta.shape)
+
+
+def _no_l0(norm: Norm, what: str) -> None:
+    if norm is Norm.L0:
+        raise InputError(f"{what} is not supported for l0: expected norm l1, l2 or linf, got l0")
 
 
 @dataclass(frozen=True)
@@ -110,6 +122,7 @@ class ThreatModel:
 
         Clipping into the box moves each coordinate of d toward 0, so the result stays in the ball.
         """
+        _no_l0(self.norm, "project")
         if not self.bounded:
             return self.clamp(x_adv)
         delta = x_adv - x
@@ -125,6 +138,7 @@ class ThreatModel:
 
     def random_init(self, x: Tensor, generator: Generators) -> Tensor:
         """A point drawn uniformly from the eps-ball around x (then clipped into the box)."""
+        _no_l0(self.norm, "random_init")
         if not self.bounded:
             raise InputError("random_init needs a finite eps, got inf")
         if self.norm is Norm.LINF:
@@ -147,6 +161,7 @@ class ThreatModel:
         (arXiv:1904.13000) on the top 1% coordinates by |grad|, skipping coordinates already at
         the bound they would be pushed past.
         """
+        _no_l0(self.norm, "step")
         if self.norm is Norm.LINF:
             return step_size * grad.sign()
         if self.norm is Norm.L2:
