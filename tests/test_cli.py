@@ -109,3 +109,12 @@ def test_truncated_and_malicious_checkpoints(tmp_path, capsys, digits_model):
     pt = tmp_path / "cut.pt"
     pt.write_bytes(b"PK\x03\x04" + b"\x00" * 50)
     assert str(pt) in _error(capsys, ["evaluate", "--model", "digits-cnn", "--weights", str(pt), "--eps", "0.1"])
+
+
+def test_untargeted_run_of_an_attack_whose_default_is_targeted(capsys, digits_model):
+    argv = ["evaluate", "--model", str(digits_model), "--attack", "iterative-l2:steps=200,step_size=0.05",
+            "--norm", "l2", "--eps", "2", "--n", "40", "--json"]
+    assert main(argv) == 0
+    out = json.loads(capsys.readouterr().out)
+    cell = out["cells"][0]
+    assert cell["params"]["targeted"] is False and cell["attack_success_rate"] > 0.9

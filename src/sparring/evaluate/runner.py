@@ -109,11 +109,8 @@ def _run_attack(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, co
         tick = time.perf_counter()
         for start in range(0, rows.numel(), batch_size):
             idx = rows[start:start + batch_size]
-            kwargs = dict(spec.params)
-            if "targeted" in kwargs or spec.targeted:
-                kwargs["targeted"] = spec.targeted
             x_adv[idx] = fn(counted, x[idx].to(device), targets[idx].to(device), threat=threat,
-                            generator=SampleGenerators(seed, idx), **kwargs).detach().cpu().to(x.dtype)
+                            generator=SampleGenerators(seed, idx), **spec.call_kwargs()).detach().cpu().to(x.dtype)
         out[eps] = (x_adv, counter, time.perf_counter() - tick)
     records = []
     for i, (label, eps) in enumerate(spec.eps):

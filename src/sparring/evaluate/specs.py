@@ -55,6 +55,14 @@ class AttackSpec:
     def kind(self) -> str:
         return str(ATTACKS.meta(self.name)["kind"])
 
+    def call_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for the attack call: the params, and `targeted` whenever the attack
+        takes it (so an attack whose default is targeted is never run targeted by accident)."""
+        kwargs = dict(self.params)
+        if "targeted" in inspect.signature(ATTACKS.get(self.name)).parameters:
+            kwargs["targeted"] = self.targeted
+        return kwargs
+
     def resolved_params(self) -> dict[str, Any]:
         """The hyperparameters with the attack's defaults filled in (for the record)."""
         sig = inspect.signature(ATTACKS.get(self.name))
