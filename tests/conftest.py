@@ -6,6 +6,9 @@ import pytest
 import torch
 from torch import nn
 
+# Tiny models gain nothing from threads, and one thread keeps the suite fast on a busy machine.
+torch.set_num_threads(1)
+
 
 def tiny_cnn(seed: int = 0, classes: int = 10) -> nn.Module:
     torch.manual_seed(seed)
