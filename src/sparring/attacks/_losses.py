@@ -40,11 +40,31 @@ def logit(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
     return value if targeted else -value
 
 
-LOSSES: dict[str, Callable[[Tensor, Tensor, bool], Tensor]] = {"ce": ce, "margin": margin, "cw": margin, "logit": logit}
+def dlr(logits: Tensor, labels: Tensor, targeted: bool, *, true_labels: Tensor | None = None) -> Tensor:
+    """Difference of Logits Ratio (Croce & Hein 2020, arXiv:2003.01690), shift and scale invariant.
+
+    Untargeted: -(z_y - max_{i!=y} z_i) / (z_pi1 - z_pi3), pi the logits sorted in decreasing order.
+    Targeted (labels = targets t): -(z_y - z_t) / (z_pi1 - (z_pi3 + z_pi4) / 2) with true_labels y;
+    without true_labels, max_{i!=t} z_i stands for z_y. Fewer than 3 (4) classes: the scale falls
+    back to z_pi1 - z_pi_last (3 classes) or 1 (2 classes).
+    """
+    top = logits.sort(dim=1, descending=True).values
+    k = logits.shape[1]
+    third = top[:, 2] if k >= 3 else top[:, 0] - 1
+    scale = top[:, 0] - third
+    if targeted:
+        if k >= 4:
+            scale = top[:, 0] - (top[:, 2] + top[:, 3]) / 2
+        rival = _other_max(logits, labels) if true_labels is None else _label_logit(logits, true_labels)
+        return (_label_logit(logits, labels) - rival) / (scale + 1e-12)
+    return -(_label_logit(logits, labels) - _other_max(logits, labels)) / (scale + 1e-12)
+
+
+LOSSES: dict[str, Callable[..., Tensor]] = {"ce": ce, "margin": margin, "cw": margin, "logit": logit, "dlr": dlr}
 
 
 def get_loss(name: str) -> Callable[[Tensor, Tensor, bool], Tensor]:
-    """Look up a loss by name ("ce", "margin"/"cw", "logit")."""
+    """Look up a loss by name ("ce", "margin"/"cw", "logit", "dlr")."""
     if name not in LOSSES:
         raise UnknownNameError(f"unknown loss {name!r}: expected one of {', '.join(LOSSES)}")
     return LOSSES[name]

@@ -1,0 +1,189 @@
+"""Auto-PGD (Croce & Hein 2020, arXiv:2003.01690): PGD with momentum and a step size that halves
+at checkpoints when progress stalls, restarting from the best point; and its targeted-DLR
+ensemble APGD-T. Fooled samples leave the active batch at once (the budget goes to the rest).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import InputError
+from ..rng import Generators, subset
+from ..threat import ThreatModel
+from ._checks import check_batch, check_labels, check_positive_int
+from ._losses import dlr, get_loss, is_adversarial
+from .registry import ATTACKS
+
+Objective = Callable[[Tensor, Tensor], Tensor]  # (logits, row indices) -> per-sample loss
+MOMENTUM, RHO = 0.75, 0.75
+
+
+def checkpoints(steps: int) -> set[int]:
+    """The iterations w_j = ceil(p_j * steps): p_0 = 0, p_1 = 0.22, p_j+1 = p_j + max(p_j - p_j-1 - 0.03, 0.06)."""
+    prev, cur, out = 0.0, 0.22, set()
+    while cur <= 1:
+        out.add(math.ceil(round(cur * steps, 6)))
+        prev, cur = cur, cur + max(cur - prev - 0.03, 0.06)
+    return out - {0}
+
+
+def _rows(v: Tensor, like: Tensor) -> Tensor:
+    return v.reshape(-1, *([1] * (like.dim() - 1)))
+
+
+def apgd_run(model: nn.Module, x: Tensor, start: Tensor, threat: ThreatModel, steps: int,
+             objective: Objective, success: Objective) -> tuple[Tensor, Tensor, Tensor]:
+    """One APGD run from `start`; returns (per-sample point, fooled flags, best loss).
+
+    The point is the first iterate that fooled the model (`success`), else the best-loss iterate.
+    """
+    n = x.shape[0]
+    out, hit = start.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
+    best_loss = torch.full((n,), -math.inf, device=x.device, dtype=x.dtype)
+    act = torch.arange(n, device=x.device)
+    marks, last_mark = checkpoints(steps), 0
+    cur, prev = start.detach(), start.detach()
+    eta = torch.full((n,), 2 * threat.eps, device=x.device, dtype=x.dtype)
+    loss_prev = torch.full((n,), -math.inf, device=x.device)
+    ups = torch.zeros(n, device=x.device)
+    best_at_mark, halved = best_loss.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
+    best_grad = torch.zeros_like(x)
+    for k in range(steps + 1):
+        probe = cur.clone().requires_grad_(k < steps)
+        with torch.set_grad_enabled(k < steps):
+            logits = model(probe)
+            loss = objective(logits, act)
+        fooled = success(logits.detach(), act)
+        grad = torch.autograd.grad(loss.sum(), probe)[0] if k < steps else None
+        loss = loss.detach()
+        better = loss > best_loss[act]
+        take = better | fooled
+        out[act[take]] = cur[take]
+        best_loss[act] = torch.where(better, loss, best_loss[act])
+        hit[act] = fooled
+        if k == steps:
+            break
+        best_grad[act[better]] = grad[better]
+        if k > 0:
+            ups = ups + (loss > loss_prev).to(ups.dtype)
+        else:
+            best_at_mark = loss.clone()
+        loss_prev = loss
+        if k in marks:
+            best_now = best_loss[act]
+            halve = (ups < RHO * (k - last_mark)) | (~halved & (best_at_mark >= best_now))
+            halved, best_at_mark, ups, last_mark = halve, best_now, torch.zeros_like(ups), k
+            eta = torch.where(halve, eta / 2, eta)
+            cur = torch.where(_rows(halve, cur), out[act], cur)
+            prev = torch.where(_rows(halve, cur), cur, prev)
+            grad = torch.where(_rows(halve, cur), best_grad[act], grad)
+        keep = ~fooled
+        if not bool(keep.any()):
+            break
+        if not bool(keep.all()):
+            act, cur, prev, grad, eta = act[keep], cur[keep], prev[keep], grad[keep], eta[keep]
+            loss_prev, ups, best_at_mark, halved = loss_prev[keep], ups[keep], best_at_mark[keep], halved[keep]
+        xs = x[act]
+        z = threat.project(cur + _rows(eta, cur) * threat.step(grad, 1.0, cur), xs)
+        moved = cur + MOMENTUM * (z - cur) + (1 - MOMENTUM) * (cur - prev) if k > 0 else z
+        prev, cur = cur, threat.project(moved, xs)
+    return out.detach(), hit, best_loss
+
+
+def _validate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, steps: int, restarts: int,
+              name: str) -> Tensor:
+    check_batch(x, y, threat)
+    check_positive_int("steps", steps)
+    check_positive_int("restarts", restarts)
+    if not threat.bounded:
+        raise InputError(f"{name} needs a finite eps, got eps=inf")
+    with torch.no_grad():
+        logits = model(x.detach())
+    check_labels(y, logits.shape[1])
+    return logits
+
+
+def apgd_batch(model: nn.Module, x: Tensor, labels: Tensor, *, threat: ThreatModel, steps: int, restarts: int,
+               objective: Objective, success: Objective, generator: Generators) -> tuple[Tensor, Tensor]:
+    """APGD with restarts from random points on the samples not yet fooled; (points, fooled)."""
+    out, hit = x.clone(), torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    best = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
+    with torch.enable_grad():
+        for _ in range(restarts):
+            todo = (~hit).nonzero().flatten()
+            if todo.numel() == 0:
+                break
+            start = threat.random_init(x[todo], subset(generator, ~hit))
+            pts, ok, loss = apgd_run(model, x[todo], start, threat, steps,
+                                     lambda z, r: objective(z, todo[r]), lambda z, r: success(z, todo[r]))
+            take = ok | (loss > best[todo])
+            out[todo[take]], best[todo[take]], hit[todo] = pts[take], loss[take], ok
+    return out, hit
+
+
+@ATTACKS.register("apgd", kind="budget", norms=("linf", "l2", "l1"), needs_grad=True, targeted="optional",
+                  paper="Croce & Hein 2020, arXiv:2003.01690", test_params={"steps": 10})
+def apgd(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: int = 100, restarts: int = 1,
+         targeted: bool = False, loss: str = "ce", generator: Generators = None) -> Tensor:
+    """Auto-PGD: step size 2 * eps halved at checkpoints when progress stalls, momentum 0.75.
+
+    Croce & Hein, "Reliable evaluation of adversarial robustness with an ensemble of diverse
+    parameter-free attacks", arXiv:2003.01690. loss is "ce" or "dlr" (any loss of the table);
+    restarts start from fresh random points for the samples not yet fooled. Per sample it returns
+    the first iterate that fooled the model, else the best-loss point. L1 uses the sparse step of
+    threat.py, not the adaptive-sparsity APGD-L1 of arXiv:2103.01208.
+        >>> x_adv = apgd(model, x, y, threat=ThreatModel(Norm.LINF, 8 / 255), generator=g)
+    """
+    _validate(model, x, y, threat, steps, restarts, "apgd")
+    x, y = x.detach(), y.to(device=x.device, dtype=torch.int64)
+    if threat.eps == 0:
+        return x.clone()
+    fn = get_loss(loss)
+    return apgd_batch(model, x, y, threat=threat, steps=steps, restarts=restarts,
+                      objective=lambda z, r: fn(z, y[r], targeted),
+                      success=lambda z, r: is_adversarial(z, y[r], targeted), generator=generator)[0]
+
+
+def apgd_targeted_batch(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, *, threat: ThreatModel,
+                        steps: int, restarts: int, target_classes: int,
+                        generator: Generators) -> tuple[Tensor, Tensor]:
+    """APGD-T on (x, y): targeted DLR toward each of the top classes in turn; (points, fooled)."""
+    out, hit = x.clone(), clean_logits.argmax(dim=1) != y
+    order = clean_logits.scatter(1, y[:, None], -math.inf).argsort(dim=1, descending=True)
+    for j in range(min(target_classes, clean_logits.shape[1] - 1)):
+        todo = (~hit).nonzero().flatten()
+        if todo.numel() == 0:
+            break
+        xs, ys, ts = x[todo], y[todo], order[todo, j]
+        pts, ok = apgd_batch(model, xs, ys, threat=threat, steps=steps, restarts=restarts,
+                             objective=lambda z, r: dlr(z, ts[r], True, true_labels=ys[r]),
+                             success=lambda z, r: z.argmax(dim=1) != ys[r], generator=subset(generator, ~hit))
+        out[todo], hit[todo] = pts, ok
+    return out, hit
+
+
+@ATTACKS.register("apgd-t", kind="budget", norms=("linf", "l2", "l1"), needs_grad=True, targeted="never",
+                  paper="Croce & Hein 2020, arXiv:2003.01690", test_params={"steps": 5, "target_classes": 2})
+def apgd_t(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: int = 100, restarts: int = 1,
+           target_classes: int = 9, generator: Generators = None) -> Tensor:
+    """APGD-T: APGD on the targeted DLR loss toward each of the `target_classes` most likely wrong
+    classes (by clean logits) in turn, each run only on the samples not yet misclassified.
+
+    Croce & Hein, arXiv:2003.01690 (the targeted version of AutoAttack). y holds the true labels;
+    the targets are chosen here. Success is any misclassification.
+        >>> x_adv = apgd_t(model, x, y, threat=ThreatModel(Norm.LINF, 8 / 255), generator=g)
+    """
+    logits = _validate(model, x, y, threat, steps, restarts, "apgd-t")
+    check_positive_int("target_classes", target_classes)
+    x, y = x.detach(), y.to(device=x.device, dtype=torch.int64)
+    if threat.eps == 0:
+        return x.clone()
+    return apgd_targeted_batch(model, x, y, logits, threat=threat, steps=steps, restarts=restarts,
+                               target_classes=target_classes, generator=generator)[0]
+
+
+__all__ = ["apgd", "apgd_t", "checkpoints"]

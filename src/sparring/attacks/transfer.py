@@ -1,0 +1,108 @@
+"""Transfer attacks: craft on surrogate model(s) with any registered white-box attack.
+
+The adversarial batch is evaluated on the target by the runner; the target is never queried
+here. Ensembles average the surrogates' logits (Liu et al. 2017, arXiv:1611.02770).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import InputError
+from ..rng import Generators
+from ..threat import ThreatModel
+from ._checks import check_batch
+from .registry import ATTACKS
+
+Surrogate = nn.Module | Sequence[nn.Module] | str
+
+
+class Ensemble(nn.Module):
+    """Mean of the logits of several models (same input, same number of classes)."""
+
+    def __init__(self, models: Sequence[nn.Module]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(models)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(dim=0)
+
+
+def craft_on(surrogate: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, craft: str,
+             craft_params: Mapping[str, Any] | None, targeted: bool, generator: Generators) -> Tensor:
+    """Run the registered white-box attack `craft` on `surrogate` with `craft_params`."""
+    if not isinstance(craft, str) or craft not in ATTACKS:
+        ATTACKS.get(str(craft))  # raises UnknownNameError with "did you mean"
+    meta = ATTACKS.meta(craft)
+    if not meta.get("needs_grad") or meta["kind"] not in ("budget", "minimal"):
+        raise InputError(f"craft must be a white-box gradient attack (kind budget or minimal), got {craft!r}")
+    if not isinstance(craft_params, Mapping | None):
+        raise InputError(f"craft_params must be a mapping of hyperparameters, got {type(craft_params).__name__}")
+    params = dict(craft_params or {})
+    fn = ATTACKS.get(craft)
+    accepted = inspect.signature(fn).parameters
+    unknown = sorted(set(params) - set(accepted) | ({"threat", "generator"} & set(params)))
+    if unknown:
+        raise InputError(f"craft attack {craft} has no parameter {unknown[0]!r} (accepted: "
+                         f"{', '.join(k for k in accepted if k not in ('model', 'x', 'y', 'threat', 'generator'))})")
+    if targeted and meta["targeted"] == "never":
+        raise InputError(f"craft attack {craft} is untargeted by design, got targeted=True")
+    if "targeted" in accepted:
+        params["targeted"] = targeted
+    if meta["kind"] == "budget" and not threat.bounded:
+        raise InputError(f"craft attack {craft} needs a finite eps, got eps=inf")
+    x_adv = fn(surrogate, x, y, threat=threat, generator=generator, **params)
+    return threat.project(x_adv.detach(), x.detach()) if threat.bounded else threat.clamp(x_adv.detach())
+
+
+def resolve_surrogate(surrogate: Surrogate | None, model: nn.Module, like: Tensor) -> nn.Module:
+    """A module for a module, an Ensemble for a list, the target for "self", else a model spec."""
+    if isinstance(surrogate, nn.Module):
+        return surrogate
+    if isinstance(surrogate, str):
+        if surrogate == "self":
+            return model
+        from ..experiment import resolve_model
+
+        net, info = resolve_model(surrogate)
+        if info.get("weights") is None:
+            raise InputError(f"surrogate {surrogate!r} is an untrained architecture: expected a pretrained "
+                             "alias or a saved model path")
+        return net.to(like.device).eval()
+    if isinstance(surrogate, Sequence) and surrogate and all(isinstance(m, nn.Module) for m in surrogate):
+        return surrogate[0] if len(surrogate) == 1 else Ensemble(list(surrogate))
+    raise InputError("expected surrogate= a module, a non-empty list of modules, a model spec or 'self', "
+                     f"got {type(surrogate).__name__}")
+
+
+@ATTACKS.register("transfer", kind="transfer", norms=("linf", "l2", "l1"), needs_grad=False, targeted="optional",
+                  paper="Papernot et al. 2016, arXiv:1605.07277; Liu et al. 2017 (ensembles), arXiv:1611.02770",
+                  test_params={"surrogate": "self", "craft": "pgd", "craft_params": {"steps": 3}})
+def transfer(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, surrogate: Surrogate | None = None,
+             craft: str = "pgd", craft_params: Mapping[str, Any] | None = None, targeted: bool = False,
+             generator: Generators = None) -> Tensor:
+    """Craft adversarial examples on surrogate model(s) and hand them to the target unchanged.
+
+    Papernot, McDaniel, Goodfellow, "Transferability in machine learning", arXiv:1605.07277;
+    Liu et al., "Delving into transferable adversarial examples", arXiv:1611.02770 (ensembles).
+    Args: surrogate: an nn.Module, a list of modules (ensemble: mean logits), a model spec for
+    sparring.experiment.resolve_model (pretrained alias or saved model path), or "self" (the
+    target itself: the white-box upper bound); craft / craft_params: a registered white-box
+    attack and its hyperparameters; the target `model` is never called.
+        >>> x_adv = transfer(target, x, y, threat=ThreatModel(Norm.LINF, 0.3), surrogate=[m1, m2],
+        ...                  craft="pgd", craft_params={"steps": 20}, generator=g)
+    """
+    check_batch(x, y, threat)
+    if surrogate is None:
+        raise InputError("transfer needs surrogate=: a module, a list of modules, a model spec or 'self'")
+    net = resolve_surrogate(surrogate, model, x)
+    return craft_on(net, x, y, threat=threat, craft=craft, craft_params=craft_params, targeted=targeted,
+                    generator=generator)
+
+
+__all__ = ["Ensemble", "craft_on", "resolve_surrogate", "transfer"]

@@ -1,0 +1,140 @@
+"""APGD, APGD-T, the DLR loss and the "strong" ensemble: oracles and comparisons beyond the
+shared invariant suite."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from conftest import tiny_cnn
+from sparring.attacks import ATTACKS, apgd, apgd_t, pgd, square, strong
+from sparring.attacks._losses import dlr, get_loss
+from sparring.attacks.apgd import checkpoints
+from sparring.attacks.strong import fork
+from sparring.errors import InputError, UnknownNameError
+from sparring.rng import SampleGenerators
+from sparring.threat import Norm, ThreatModel
+from test_attacks_oracle import linear_problem
+
+
+def _images(n: int = 48, seed: int = 1):
+    model = tiny_cnn()
+    x = torch.rand(n, 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+    with torch.no_grad():
+        y = model(x).argmax(dim=1)
+    return model, x, y
+
+
+def _fooled(model: nn.Module, x_adv: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(x_adv).argmax(dim=1) != y
+
+
+def test_dlr_matches_the_formula_on_hand_made_logits():
+    z = torch.tensor([[3.0, 1.0, 0.5, -1.0], [0.0, 2.0, -1.0, 4.0]])
+    # sorted: (3, 1, 0.5, -1) and (4, 2, 0, -1)
+    untargeted = dlr(z, torch.tensor([0, 1]), False)
+    assert torch.allclose(untargeted, torch.tensor([-(3 - 1) / (3 - 0.5), -(2 - 4) / (4 - 0)]))
+    targeted = dlr(z, torch.tensor([2, 0]), True, true_labels=torch.tensor([0, 1]))
+    expect = torch.tensor([(0.5 - 3) / (3 - (0.5 - 1) / 2), (0 - 2) / (4 - (0 - 1) / 2)])
+    assert torch.allclose(targeted, expect)
+    assert torch.allclose(dlr(2.5 * z + 7, torch.tensor([0, 1]), False), untargeted)  # shift and scale invariant
+    assert get_loss("dlr") is dlr
+
+
+def test_dlr_with_two_classes_is_the_margin():
+    z = torch.tensor([[1.0, -0.5]])
+    assert torch.allclose(dlr(z, torch.tensor([0]), False), torch.tensor([-1.5]))
+
+
+def test_checkpoints_follow_the_paper():
+    assert sorted(checkpoints(100)) == [22, 41, 57, 70, 80, 87, 93, 99]
+    assert max(checkpoints(10)) <= 10
+
+
+def test_apgd_at_least_as_strong_as_pgd_with_the_same_steps():
+    model, x, y = _images()
+    for eps in (0.1, 0.15, 0.2):
+        threat = ThreatModel(Norm.LINF, eps)
+        ours = _fooled(model, apgd(model, x, y, threat=threat, steps=20, generator=torch.Generator().manual_seed(0)), y)
+        base = _fooled(model, pgd(model, x, y, threat=threat, steps=20, generator=torch.Generator().manual_seed(0)), y)
+        assert int(ours.sum()) >= int(base.sum()), f"eps={eps}: apgd {int(ours.sum())} < pgd {int(base.sum())}"
+
+
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+@pytest.mark.parametrize("loss", ["ce", "dlr"])
+def test_apgd_fools_exactly_the_samples_below_the_closed_form_minimum(norm, loss):
+    model, x, y, minimal = linear_problem()
+    d = minimal[norm].sort().values
+    mid = len(d) // 2
+    eps = float(d[mid - 1] + d[mid]) / 2  # between two minimal norms: about half the samples fall
+    out = apgd(model, x, y, threat=ThreatModel(Norm(norm), eps), loss=loss, steps=50,
+               generator=torch.Generator().manual_seed(0))
+    assert torch.equal(_fooled(model, out, y), minimal[norm] < eps)
+    targeted = apgd_t(model, x, y, threat=ThreatModel(Norm(norm), eps), steps=50, generator=torch.Generator())
+    assert torch.equal(_fooled(model, targeted, y), minimal[norm] < eps)
+
+
+def test_apgd_targeted_reaches_the_target():
+    torch.manual_seed(0)
+    model = nn.Linear(20, 5).eval()
+    x = 0.3 + 0.4 * torch.rand(32, 20)
+    target = (model(x).argmax(1) + 1) % 5
+    out = apgd(model, x, target, threat=ThreatModel(Norm.LINF, 0.3), targeted=True, steps=30, loss="dlr",
+               generator=torch.Generator().manual_seed(0))
+    assert float((model(out).argmax(1) == target).float().mean()) > 0.9
+
+
+def test_apgd_t_targets_only_wrong_classes_and_keeps_clean_mistakes():
+    model, x, y = _images(16)
+    y = y.clone()
+    y[0] = (y[0] + 1) % 10  # a sample the model already gets wrong is returned as it is
+    out = apgd_t(model, x, y, threat=ThreatModel(Norm.LINF, 0.05), steps=5, target_classes=3,
+                 generator=torch.Generator().manual_seed(0))
+    assert torch.equal(out[0], x[0])
+    with pytest.raises(InputError, match="target_classes"):
+        apgd_t(model, x, y, threat=ThreatModel(Norm.LINF, 0.05), target_classes=0)
+
+
+def test_strong_is_never_weaker_than_any_of_its_components():
+    model, x, y = _images(32)
+    threat = ThreatModel(Norm.LINF, 0.1)
+    gens = lambda: SampleGenerators(0, range(len(x)))  # noqa: E731
+    out = strong(model, x, y, threat=threat, steps=10, target_classes=2, queries=60, generator=gens())
+    assert float(threat.distance(out, x).max()) <= 0.1 + 1e-6
+    ours = _fooled(model, out, y)
+    parts = {
+        "apgd-ce": apgd(model, x, y, threat=threat, steps=10, generator=fork(gens(), 0)),
+        "apgd-t": apgd_t(model, x, y, threat=threat, steps=10, target_classes=2, generator=fork(gens(), 1)),
+        "square": square(model, x, y, threat=threat, queries=60, generator=fork(gens(), 3)),
+    }
+    union = torch.zeros_like(ours)
+    for name, adv in parts.items():
+        alone = _fooled(model, adv, y)
+        assert not bool((alone & ~ours).any()), f"{name} fools samples strong misses"
+        union |= alone
+    assert torch.equal(ours, union) and 0 < int(ours.sum()) < len(x)
+
+
+def test_strong_minimal_component_needs_a_registered_attack(model, batch):
+    x, y = batch
+    threat = ThreatModel(Norm.L2, 0.5)
+    kwargs = dict(threat=threat, steps=3, target_classes=1, queries=5, minimal=True, generator=torch.Generator())
+    if "ddn" in ATTACKS:
+        out = strong(model, x, y, **kwargs)
+        assert float(threat.distance(out, x).max()) <= 0.5 * (1 + 1e-5)
+    else:
+        with pytest.raises(UnknownNameError, match="ddn"):
+            strong(model, x, y, **kwargs)
+
+
+def test_apgd_restarts_never_hurt_and_rows_do_not_depend_on_the_batch():
+    model, x, y = _images(24)
+    threat = ThreatModel(Norm.LINF, 0.1)
+    one = apgd(model, x, y, threat=threat, steps=10, generator=torch.Generator().manual_seed(2))
+    three = apgd(model, x, y, threat=threat, steps=10, restarts=3, generator=torch.Generator().manual_seed(2))
+    assert not bool((_fooled(model, one, y) & ~_fooled(model, three, y)).any())
+    whole = apgd(model, x, y, threat=threat, steps=10, generator=SampleGenerators(1, range(len(x))))
+    part = apgd(model, x[4:9], y[4:9], threat=threat, steps=10, generator=SampleGenerators(1, range(4, 9)))
+    assert torch.allclose(whole[4:9], part)
