@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from .errors import DataError
@@ -100,6 +101,20 @@ def _existing_dir(path: str | Path, what: str) -> Path:
     return resolved
 
 
+def _resolve_dir(explicit: str | Path | None, env_name: str, what: str,
+                 candidates: Callable[[], list[Path]]) -> Path | None:
+    """explicit (must exist) > $env_name (must exist) > the first existing candidate > None."""
+    if explicit is not None and str(explicit) != "":
+        return _existing_dir(explicit, what)
+    env = os.environ.get(env_name, "")
+    if env:
+        return _existing_dir(env, f"{what} ({env_name})")
+    for candidate in candidates():
+        if candidate.is_dir():
+            return candidate.resolve()
+    return None
+
+
 def find_data_dir(explicit: str | Path | None = None) -> Path | None:
     """Return the data folder: ``explicit`` > ``$SPARRING_DATA`` > ``../shared/data``.
 
@@ -114,15 +129,7 @@ def find_data_dir(explicit: str | Path | None = None) -> Path | None:
         >>> find_data_dir("/work/shared/data")  # doctest: +SKIP
         PosixPath('/work/shared/data')
     """
-    if explicit is not None and str(explicit) != "":
-        return _existing_dir(explicit, "data dir")
-    env = os.environ.get("SPARRING_DATA", "")
-    if env:
-        return _existing_dir(env, "data dir (SPARRING_DATA)")
-    for candidate in default_data_dirs():
-        if candidate.is_dir():
-            return candidate.resolve()
-    return None
+    return _resolve_dir(explicit, "SPARRING_DATA", "data dir", default_data_dirs)
 
 
 def find_weights_dir(
@@ -145,20 +152,14 @@ def find_weights_dir(
         >>> find_weights_dir()  # doctest: +SKIP
         PosixPath('/work/shared/weights')
     """
-    if explicit is not None and str(explicit) != "":
-        return _existing_dir(explicit, "weights dir")
-    env = os.environ.get("SPARRING_WEIGHTS", "")
-    if env:
-        return _existing_dir(env, "weights dir (SPARRING_WEIGHTS)")
-    try:
-        data = find_data_dir(data_dir)
-    except DataError:
-        data = None
-    candidates = ([data.parent / "weights"] if data is not None else []) + default_weights_dirs()
-    for candidate in candidates:
-        if candidate.is_dir():
-            return candidate.resolve()
-    return None
+    def candidates() -> list[Path]:
+        try:
+            data = find_data_dir(data_dir)
+        except DataError:
+            data = None
+        return ([data.parent / "weights"] if data is not None else []) + default_weights_dirs()
+
+    return _resolve_dir(explicit, "SPARRING_WEIGHTS", "weights dir", candidates)
 
 
 def sha256_file(path: str | Path) -> str:
