@@ -20,10 +20,11 @@ from .lbfgs import lbfgs  # noqa: E402
 
 __all__ += ["cw_l2", "ddn", "deepfool", "jsma", "lbfgs"]
 
-from .fooling import fooling_images  # noqa: E402  black-box, transfer, universal, fooling
+from .eot import PRESETS, Transform, eot, eot_pgd, evaluate_under_transforms  # noqa: E402  black-box, transfer, EOT
+from .fooling import fooling_images  # noqa: E402
 from .substitute import substitute, train_substitute  # noqa: E402
 from .transfer import transfer  # noqa: E402
 from .universal import universal, universal_perturbation  # noqa: E402
 
-__all__ += ["fooling_images", "substitute",
+__all__ += ["PRESETS", "Transform", "eot", "eot_pgd", "evaluate_under_transforms", "fooling_images", "substitute",
             "train_substitute", "transfer", "universal", "universal_perturbation"]
