@@ -101,7 +101,8 @@ def main() -> int:
         correct = predict(model, x, args.batch) == y
         runs = [("strong", "sparring strong", lambda: run_strong(model, x, y, threat, args.batch, args.seed,
                                                                  parse_params(args.params))),
-                ("autoattack", "AutoAttack standard", lambda: run_autoattack(cls, model, x, y, threat, args.batch, args.seed))]
+                ("autoattack", "AutoAttack standard",
+                 lambda: run_autoattack(cls, model, x, y, threat, args.batch, args.seed))]
         for key, name, fn in runs:
             if args.only not in (None, key):
                 continue
@@ -127,7 +128,8 @@ def main() -> int:
         print(f"fooled only by strong: {int((a & ~b).sum())}; only by AutoAttack: {int((b & ~a).sum())}")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump({"args": vars(args), "clean_accuracy": float(correct.float().mean()), "results": rows}, fh, indent=1)
+            json.dump({"args": vars(args), "clean_accuracy": float(correct.float().mean()), "results": rows}, fh,
+                      indent=1)
     return 0
 
 

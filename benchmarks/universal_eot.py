@@ -83,7 +83,7 @@ def main() -> None:
     parser.add_argument("--part", choices=("all", "universal", "eot"), default="all")
     parser.add_argument("--eps-universal", default="0.1,0.2,0.3", help="comma-separated Linf radii")
     parser.add_argument("--passes", type=int, default=10)
-    parser.add_argument("--loss", default="ce")
+    parser.add_argument("--loss", default="margin")
     parser.add_argument("--cap", type=float, default=None)
     parser.add_argument("--eps-eot", type=float, default=0.3)
     parser.add_argument("--n-eot", type=int, default=200)

@@ -101,12 +101,13 @@ def test_strong_is_never_weaker_than_any_of_its_components():
     model, x, y = _images(32)
     threat = ThreatModel(Norm.LINF, 0.1)
     gens = lambda: SampleGenerators(0, range(len(x)))  # noqa: E731
-    out = strong(model, x, y, threat=threat, steps=10, target_classes=2, queries=60, generator=gens())
+    out = strong(model, x, y, threat=threat, steps=10, restarts=2, target_classes=2, queries=60, generator=gens())
     assert float(threat.distance(out, x).max()) <= 0.1 + 1e-6
     ours = _fooled(model, out, y)
     parts = {
-        "apgd-ce": apgd(model, x, y, threat=threat, steps=10, generator=fork(gens(), 0)),
-        "apgd-t": apgd_t(model, x, y, threat=threat, steps=10, target_classes=2, generator=fork(gens(), 1)),
+        "apgd-ce": apgd(model, x, y, threat=threat, steps=10, restarts=2, generator=fork(gens(), 0)),
+        "apgd-t": apgd_t(model, x, y, threat=threat, steps=10, restarts=2, target_classes=2,
+                         generator=fork(gens(), 1)),
         "square": square(model, x, y, threat=threat, queries=60, generator=fork(gens(), 3)),
     }
     union = torch.zeros_like(ours)

@@ -96,7 +96,8 @@ def _l2_propose(x: Tensor, cur: Tensor, s: int, eps: float, gen: Generators, thr
     pats = torch.where((u[:, 4] < 0.5)[:, None, None], pat, pat.T)
     eta = torch.zeros(n, 1, h, w, device=x.device, dtype=x.dtype)
     ar = torch.arange(s, device=x.device)
-    eta[torch.arange(n, device=x.device)[:, None, None], 0, (r1[:, None] + ar)[:, :, None], (c1[:, None] + ar)[:, None, :]] = pats
+    rows, cols = (r1[:, None] + ar)[:, :, None], (c1[:, None] + ar)[:, None, :]
+    eta[torch.arange(n, device=x.device)[:, None, None], 0, rows, cols] = pats
     nu = cur - x
     both = mask1 | mask2
     unused = (eps**2 - nu.flatten(1).pow(2).sum(1)).clamp_min(0)

@@ -7,6 +7,7 @@ Any registered white-box attack then crafts on the substitute (transfer to the o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,7 +18,7 @@ from ..errors import InputError
 from ..oracle import LabelOracle
 from ..rng import Generators, uniform
 from ..threat import ThreatModel
-from ._checks import check_batch, check_labels, check_positive, check_positive_int
+from ._checks import check_batch, check_labels, check_positive_int
 from .registry import ATTACKS
 from .transfer import craft_on
 
@@ -75,7 +76,8 @@ def train_substitute(oracle: LabelOracle, seed_x: Tensor, *, arch: str = "cnn", 
     Papernot et al., "Practical black-box attacks against machine learning", arXiv:1602.02697.
     Round r trains (Adam, `epochs`, warm start) on the set so far, then adds one point per chosen
     point x: x + augment_step * (-1)^floor(r / sign_flip_every) * sign(grad of the substitute's
-    logit of x's oracle label), labelled by the oracle. All points are chosen (the set doubles)
+    logit of x's oracle label), labelled by the oracle (a negative augment_step starts by
+    stepping toward the decision boundaries, as the reference code does). All points are chosen (the set doubles)
     or, with reservoir=k, k random ones; the last augmentation is cut to the query budget
     (min of query_budget and the oracle's remaining budget). Returns (substitute, info) with
     info: queries, sizes (set size per round), accuracy (per round, when x_eval/y_eval given).
@@ -86,7 +88,7 @@ def train_substitute(oracle: LabelOracle, seed_x: Tensor, *, arch: str = "cnn", 
 
     rounds, epochs = check_positive_int("rounds", rounds), check_positive_int("epochs", epochs)
     sign_flip_every = check_positive_int("sign_flip_every", sign_flip_every)
-    if check_positive("|augment_step|", abs(augment_step)) and augment_step != augment_step:
+    if isinstance(augment_step, bool) or not isinstance(augment_step, int | float) or not 0 < abs(augment_step) < math.inf:
         raise InputError(f"augment_step must be a finite nonzero number, got {augment_step!r}")
     if reservoir is not None:
         check_positive_int("reservoir", reservoir)

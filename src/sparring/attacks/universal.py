@@ -22,7 +22,7 @@ from .registry import ATTACKS
 
 def universal_perturbation(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: int = 10,
                            step_size: float | None = None, batch_size: int = 32, loss: str = "margin",
-                           cap: float | None = 0.0, targeted: bool = False,
+                           cap: float | None = None, targeted: bool = False,
                            generator: Generators = None) -> Tensor:
     """Fit one perturbation delta (shape (1, C, H, W), within the eps ball) for the whole batch.
 
@@ -31,8 +31,8 @@ def universal_perturbation(model: nn.Module, x: Tensor, y: Tensor, *, threat: Th
     "Universal adversarial training", arXiv:1812.03705).
     Args: steps: passes over x, in shuffled minibatches of batch_size; step_size: absolute
     step of the norm's steepest ascent (default eps / 10); loss: a name of the loss table
-    ("margin" default, "ce"); cap: per-sample loss ceiling, so that fooled samples stop
-    pulling on delta (None: no cap); targeted: y holds target classes.
+    ("margin" default, "ce"); cap: an optional per-sample loss ceiling (0 with "margin": fooled
+    samples stop pulling on delta); targeted: y holds target classes.
         >>> delta = universal_perturbation(model, x, y, threat=ThreatModel(Norm.LINF, 0.1), generator=g)
         >>> x_adv = (x_new + delta).clamp(0, 1)
     """
@@ -71,7 +71,7 @@ def universal_perturbation(model: nn.Module, x: Tensor, y: Tensor, *, threat: Th
                   test_params={"steps": 3, "batch_size": 8})
 def universal(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: int = 10,
               step_size: float | None = None, batch_size: int = 32, loss: str = "margin",
-              cap: float | None = 0.0, targeted: bool = False, generator: Generators = None) -> Tensor:
+              cap: float | None = None, targeted: bool = False, generator: Generators = None) -> Tensor:
     """Fit one universal perturbation on the batch it gets and return clamp(x + delta).
 
     Moosavi-Dezfooli et al., "Universal adversarial perturbations", arXiv:1610.08401; see
