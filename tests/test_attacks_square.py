@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from sparring.attacks import square
-from sparring.attacks.square import side
+from sparring.attacks.square import _linf_propose, side
 from sparring.errors import InputError
 from sparring.evaluate import CountingModel
 from sparring.rng import SampleGenerators
@@ -94,3 +94,14 @@ def test_square_schedule_and_validation(model, batch):
         square(model, x, y, threat=ThreatModel(Norm.LINF, 0.1), p_init=1.5)
     with pytest.raises(InputError, match="B, C, H, W"):
         square(model, x.flatten(1), y, threat=ThreatModel(Norm.LINF, 0.1))
+
+
+def test_linf_proposal_always_changes_the_current_point():
+    threat = ThreatModel(Norm.LINF, 0.3)
+    x = (torch.rand(256, 1, 6, 6, generator=torch.Generator().manual_seed(0)) < 0.5).float()  # saturated pixels
+    cur = threat.clamp(x + 0.3)  # every one-pixel proposal with sign +1 changes nothing
+    gen = SampleGenerators(0, range(256))
+    for s in (1, 2):
+        new = _linf_propose(x, cur, s, 0.3, gen, threat)
+        assert bool((new != cur).flatten(1).any(dim=1).all())
+        assert float((new - x).abs().max()) <= 0.3 + 1e-6 and float(new.min()) >= 0 and float(new.max()) <= 1

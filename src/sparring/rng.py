@@ -3,6 +3,12 @@
 An attack takes `generator`: either a torch.Generator (one stream for the whole batch, the
 simple library use) or a SampleGenerators (one stream per sample, derived from (seed, sample
 index)); the runner passes the latter. The helpers below draw from either.
+
+Per-sample streams are counter-based (SplitMix64, Steele et al. 2014, "Fast splittable
+pseudorandom number generators"): value k of sample i is a 64-bit hash of (key_i, k), computed
+for the whole batch at once on the device of the tensor asked for. One draw for 500 samples is
+a handful of element-wise kernels, not 500 generator calls, which matters on a GPU and for
+attacks that draw a few numbers per sample per query (Square).
 """
 
 from __future__ import annotations
@@ -12,39 +18,115 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-_MIX = 0x9E3779B97F4A7C15
+_U64 = (1 << 64) - 1
+_GOLDEN = 0x9E3779B97F4A7C15
+_M1 = 0xBF58476D1CE4E5B9
+_M2 = 0x94D049BB133111EB
+
+
+def _signed(value: int) -> int:
+    """A uint64 as the int64 with the same bits (torch has no uint64 arithmetic)."""
+    value &= _U64
+    return value - (1 << 64) if value >> 63 else value
+
+
+def _mix_int(z: int) -> int:
+    """SplitMix64's finalizer on a Python int (exact, for keys and for checking the tensor path)."""
+    z &= _U64
+    z = ((z ^ (z >> 30)) * _M1) & _U64
+    z = ((z ^ (z >> 27)) * _M2) & _U64
+    return z ^ (z >> 31)
+
+
+def _shr(z: Tensor, s: int) -> Tensor:
+    """Logical right shift of int64 bits (torch's >> is arithmetic)."""
+    return (z >> s) & ((1 << (64 - s)) - 1)
+
+
+def _mix(z: Tensor) -> Tensor:
+    """SplitMix64's finalizer on int64 tensors (multiplication wraps modulo 2**64)."""
+    z = (z ^ _shr(z, 30)) * _signed(_M1)
+    z = (z ^ _shr(z, 27)) * _signed(_M2)
+    return z ^ _shr(z, 31)
+
+
+def splitmix64(key: int, count: int) -> list[int]:
+    """The first `count` outputs of SplitMix64 seeded with `key`, in pure Python (reference)."""
+    return [_mix_int(key + (k + 1) * _GOLDEN) for k in range(count)]
+
+
+class _Streams:
+    """Keys and draw counters of a batch of samples; shared by every subset of it.
+
+    They move to the device of the first draw and stay there, so a draw needs no host copy.
+    """
+
+    def __init__(self, keys: Tensor) -> None:
+        self.keys = keys
+        self.counts = torch.zeros_like(keys)
+
+    def on(self, device: torch.device) -> None:
+        if self.keys.device != device:
+            self.keys, self.counts = self.keys.to(device), self.counts.to(device)
 
 
 class SampleGenerators:
-    """One torch.Generator per sample, seeded from (seed, index).
+    """One random stream per sample, keyed by (seed, index); subsets share the streams.
 
     Example:
         >>> g = SampleGenerators(seed=0, indices=range(100, 164))
-        >>> noise = uniform(g, x)  # row i depends only on (0, 100 + i)
+        >>> noise = uniform(g, x)  # row i depends only on (0, 100 + i) and on what row i drew before
     """
 
     def __init__(self, seed: int, indices: Sequence[int] | Tensor) -> None:
         self.seed = int(seed)
-        self.indices = [int(i) for i in indices]
-        self.streams = [torch.Generator().manual_seed(self._key(i)) for i in self.indices]
+        index = [int(i) for i in indices]
+        keys = [_signed(_mix_int(self.seed * _GOLDEN + (i + 1) * _M1)) for i in index]
+        self._index = torch.tensor(index, dtype=torch.int64)
+        self._streams = _Streams(torch.tensor(keys, dtype=torch.int64))
+        self._rows = torch.arange(len(index))
 
-    def _key(self, index: int) -> int:
-        return (self.seed * _MIX + (index + 1) * 0xBF58476D1CE4E5B9) % (2**63 - 1)
+    @property
+    def indices(self) -> list[int]:
+        """The sample indices, in row order."""
+        return self._index.tolist()
 
     def __len__(self) -> int:
-        return len(self.indices)
+        return self._index.numel()
 
     def subset(self, mask: Tensor) -> "SampleGenerators":
         """The generators of the samples where mask is True (streams shared, not copied)."""
         sub = SampleGenerators.__new__(SampleGenerators)
         sub.seed = self.seed
-        keep = mask.nonzero().flatten().tolist()
-        sub.indices = [self.indices[i] for i in keep]
-        sub.streams = [self.streams[i] for i in keep]
+        keep = mask.detach().to("cpu", torch.bool)
+        sub._index, sub._streams = self._index[keep], self._streams
+        sub._rows = self._rows[keep.to(self._rows.device)]
         return sub
+
+    def bits(self, per_row: int, device: torch.device | str = "cpu") -> Tensor:
+        """The next `per_row` 64-bit values of each stream, as int64 of shape (len(self), per_row)."""
+        device = torch.device(device)
+        if device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        streams = self._streams
+        streams.on(device)
+        if self._rows.device != device:
+            self._rows = self._rows.to(device)
+        rows = self._rows
+        base = streams.counts[rows]
+        streams.counts[rows] = base + per_row
+        counter = base[:, None] + torch.arange(1, per_row + 1, device=device)
+        return _mix(streams.keys[rows][:, None] + counter * _signed(_GOLDEN))
 
 
 Generators = torch.Generator | SampleGenerators | None
+
+
+def _unit(bits: Tensor, dtype: torch.dtype) -> Tensor:
+    """Uniform [0, 1) from 64-bit values: 53 bits for float64, 24 otherwise."""
+    if dtype == torch.float64:
+        return _shr(bits, 11).to(torch.float64) * 2.0**-53
+    return _shr(bits, 40).to(torch.float32) * 2.0**-24
 
 
 def _draw(generator: Generators, like: Tensor, fn: str) -> Tensor:
@@ -52,9 +134,17 @@ def _draw(generator: Generators, like: Tensor, fn: str) -> Tensor:
     if isinstance(generator, SampleGenerators):
         if len(generator) != shape[0]:
             raise ValueError(f"expected {shape[0]} sample generators, got {len(generator)}")
-        draw = getattr(torch, fn)
-        rows = [draw(tuple(shape[1:]), generator=g) for g in generator.streams]
-        out = torch.stack(rows) if rows else torch.empty(shape)
+        per_row = 1
+        for size in shape[1:]:
+            per_row *= int(size)
+        work = torch.float64 if like.dtype == torch.float64 else torch.float32
+        if fn == "rand":
+            out = _unit(generator.bits(per_row, like.device), work)
+        else:  # Box-Muller: two uniforms per normal; 1 - u lies in (0, 1], so the log is finite
+            u = _unit(generator.bits(2 * per_row, like.device), work)
+            u1, u2 = 1 - u[:, :per_row], u[:, per_row:]
+            out = torch.sqrt(-2 * torch.log(u1)) * torch.cos(2 * torch.pi * u2)
+        out = out.reshape(shape)
     else:
         gen = generator
         device = like.device if gen is None else gen.device
@@ -70,6 +160,12 @@ def uniform(generator: Generators, like: Tensor) -> Tensor:
 def normal(generator: Generators, like: Tensor) -> Tensor:
     """N(0, 1) noise shaped like `like`."""
     return _draw(generator, like, "randn")
+
+
+def integers(generator: Generators, low: int, high: int, n: int, device: torch.device | str = "cpu") -> Tensor:
+    """n integers uniform in [low, high), one per sample (int64)."""
+    u = uniform(generator, torch.empty(n, dtype=torch.float64, device=device))
+    return (low + (u * (high - low)).floor().to(torch.int64)).clamp_(max=high - 1)
 
 
 def subset(generator: Generators, mask: Tensor) -> Generators:

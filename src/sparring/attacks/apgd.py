@@ -62,12 +62,12 @@ def apgd_run(model: nn.Module, x: Tensor, start: Tensor, threat: ThreatModel, st
         loss = loss.detach()
         better = loss > best_loss[act]
         take = better | fooled
-        out[act[take]] = cur[take]
+        out[act] = torch.where(_rows(take, cur), cur, out[act])  # integer indexing: no host sync
         best_loss[act] = torch.where(better, loss, best_loss[act])
         hit[act] = fooled
         if k == steps:
             break
-        best_grad[act[better]] = grad[better]
+        best_grad[act] = torch.where(_rows(better, grad), grad, best_grad[act])
         if k > 0:
             ups = ups + (loss > loss_prev).to(ups.dtype)
         else:
@@ -82,9 +82,10 @@ def apgd_run(model: nn.Module, x: Tensor, start: Tensor, threat: ThreatModel, st
             prev = torch.where(_rows(halve, cur), cur, prev)
             grad = torch.where(_rows(halve, cur), best_grad[act], grad)
         keep = ~fooled
-        if not bool(keep.any()):
+        left = int(keep.sum())  # the one host sync per iteration
+        if left == 0:
             break
-        if not bool(keep.all()):
+        if left < keep.numel():
             act, cur, prev, grad, eta = act[keep], cur[keep], prev[keep], grad[keep], eta[keep]
             loss_prev, ups, best_at_mark, halved = loss_prev[keep], ups[keep], best_at_mark[keep], halved[keep]
         xs = x[act]

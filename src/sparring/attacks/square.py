@@ -73,17 +73,24 @@ def _l2_init(x: Tensor, eps: float, gen: Generators, threat: ThreatModel) -> Ten
 
 def _linf_propose(x: Tensor, cur: Tensor, s: int, eps: float, gen: Generators, threat: ThreatModel) -> Tensor:
     n, ch, h, w = x.shape
-    u = uniform(gen, x.new_empty(n, 2))
+    u = uniform(gen, x.new_empty(n, 2 + ch))
     mask, _, _ = _window(u[:, 0], u[:, 1], s, h, w)
-    new, redo = cur.clone(), torch.ones(n, dtype=torch.bool, device=x.device)
-    for _ in range(16):  # redraw the signs of the samples whose proposal would change nothing
-        idx = redo.nonzero().flatten()
-        signs = torch.where(uniform(subset(gen, redo), x.new_empty(idx.numel(), ch)) < 0.5, -1.0, 1.0)
-        new[idx] = torch.where(mask[idx], threat.clamp(x[idx] + eps * signs[:, :, None, None]), cur[idx])
-        same = (new[idx] == cur[idx]).flatten(1).all(dim=1)
+    signs = torch.where(u[:, 2:] < 0.5, -1.0, 1.0).to(x.dtype)
+    new = torch.where(mask, threat.clamp(x + eps * signs[:, :, None, None]), cur)
+    same = (new == cur).flatten(1).all(dim=1)
+    # A proposal that changes nothing is redrawn (the paper's rule): twice at random, then with
+    # every sign flipped, which always changes the window when eps > 0. This caps the host syncs
+    # at three instead of a tail of redraws that grows with the batch.
+    for attempt in range(3):
         if not bool(same.any()):
             break
-        redo = torch.zeros_like(redo).index_fill_(0, idx[same], True)
+        idx = same.nonzero().flatten()
+        if attempt < 2:
+            signs[idx] = torch.where(uniform(subset(gen, same), x.new_empty(idx.numel(), ch)) < 0.5, -1.0, 1.0)
+        else:
+            signs[idx] = -signs[idx]
+        new[idx] = torch.where(mask[idx], threat.clamp(x[idx] + eps * signs[idx, :, None, None]), cur[idx])
+        same = torch.zeros_like(same).index_fill_(0, idx[(new[idx] == cur[idx]).flatten(1).all(dim=1)], True)
     return new
 
 
@@ -123,21 +130,23 @@ def square_batch(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel,
         loss, hit = objective(logits, y, targeted), is_adversarial(logits, y, targeted)
         act = (~hit).nonzero().flatten()
         cur, best, gen = out[act], loss[act], subset(generator, ~hit)
+        xs, ys = x[act], y[act]
         for it in range(queries - 1):
             if act.numel() == 0:
                 break
             s = side(p_init, it, h, w, least=3 if l2 else 1)
-            xs, ys = x[act], y[act]
             new = (_l2_propose if l2 else _linf_propose)(xs, cur, s, threat.eps, gen, threat)
             logits = model(new)
             value, fooled = objective(logits, ys, targeted), is_adversarial(logits, ys, targeted)
             take = (value > best) | fooled
             cur = torch.where(take[:, None, None, None], new, cur)
             best = torch.where(take, value, best)
-            out[act], hit[act] = cur, fooled
-            if bool(fooled.any()):
+            if bool(fooled.any()):  # the only host sync of an iteration where nothing needs a redraw
+                out[act[fooled]], hit[act[fooled]] = cur[fooled], True
                 keep = ~fooled
                 act, cur, best, gen = act[keep], cur[keep], best[keep], subset(gen, keep)
+                xs, ys = x[act], y[act]
+        out[act] = cur
     return out, hit
 
 

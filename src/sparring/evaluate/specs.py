@@ -6,12 +6,11 @@ import inspect
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from ..attacks import ATTACKS
 from ..errors import ConfigError, InputError
-from ..rng import SampleGenerators
+from ..rng import SampleGenerators, integers
 from ..threat import Norm
 
 TARGET_MODES = ("random", "least-likely", "next")
@@ -83,6 +82,5 @@ def choose_targets(logits: Tensor, y: Tensor, mode: str, seed: int, indices: Ten
         return logits.scatter(1, y[:, None], float("inf")).argmin(dim=1)
     if mode == "next":
         return (y + 1) % k
-    gens = SampleGenerators(seed + 7919, indices)
-    shift = torch.stack([torch.randint(1, k, (1,), generator=g) for g in gens.streams]).flatten()
-    return (y + shift.to(y.device)) % k
+    shift = integers(SampleGenerators(seed + 7919, indices), 1, k, len(y), y.device)
+    return (y + shift) % k
