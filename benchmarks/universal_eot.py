@@ -1,4 +1,4 @@
-"""Universal perturbation and EOT-PGD on the clean MNIST LeNet (lenet5-advertorch-clean), CPU.
+"""Universal perturbation and EOT-PGD on the clean MNIST LeNet or another model (--model, --dataset).
 
 1. Universal (Moosavi-Dezfooli et al. 2017, arXiv:1610.08401): one Linf delta fitted on MNIST
    test images 0..999, evaluated on held-out test images 5000..5999. Fooling rate as in the
@@ -9,6 +9,8 @@
    sigma 0-1, noise 0.03) drawn from a generator the attacks never saw. Usage:
 
     python benchmarks/universal_eot.py [--part all|universal|eot] [--n-eot 200] [--samples 10]
+    python benchmarks/universal_eot.py --part universal --model resnet20-akamaster --dataset cifar10 \
+        --eps-universal 8/255,10/255
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import time
 import torch
 
 from sparring.attacks import PRESETS, Transform, eot_pgd, evaluate_under_transforms, pgd, universal_perturbation
-from sparring.data import load_dataset
+from sparring.config import parse_eps
+from sparring.data import load_dataset, load_inputs
 from sparring.models import load_pretrained
 from sparring.threat import Norm, ThreatModel
 
@@ -28,13 +31,13 @@ def gen(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
-def run_universal(model, ds, args) -> None:
-    x_fit, y_fit = ds.x_test[:1000], ds.y_test[:1000]
-    x_held, y_held = ds.x_test[5000:6000], ds.y_test[5000:6000]
+def run_universal(model, x_test, y_test, args) -> None:
+    x_fit, y_fit = x_test[:1000], y_test[:1000]
+    x_held, y_held = x_test[5000:6000], y_test[5000:6000]
     with torch.no_grad():
         clean = model(x_held).argmax(1)
     print(f"[universal] clean error on held-out 5000..5999: {100 * float((clean != y_held).float().mean()):.2f}%")
-    for eps in (float(e) for e in args.eps_universal.split(",")):
+    for eps in (parse_eps(e)[1] for e in args.eps_universal.split(",")):
         threat = ThreatModel(Norm.LINF, eps)
         tick = time.perf_counter()
         delta = universal_perturbation(model, x_fit, y_fit, threat=threat, steps=args.passes, loss=args.loss,
@@ -51,19 +54,19 @@ def run_universal(model, ds, args) -> None:
               f"images 0..999 ({args.passes} passes, {seconds:.0f}s); per-sample PGD-40 reference error {100 * per_sample:.2f}%")
 
 
-def run_eot(model, ds, args) -> None:
+def run_eot(model, x_test, y_test, args) -> None:
     threat = ThreatModel(Norm.LINF, args.eps_eot)
-    x, y = ds.x_test[5000:5000 + args.n_eot], ds.y_test[5000:5000 + args.n_eot]
+    x, y = x_test[5000:5000 + args.n_eot], y_test[5000:5000 + args.n_eot]
     transform = Transform(**PRESETS["physical"])
     rates = {}
     base = evaluate_under_transforms(model, x, y, transform, draws=args.draws, generator=gen(10_000 + args.seed))
     for name in ("pgd", "eot-pgd"):
         tick = time.perf_counter()
         if name == "pgd":
-            x_adv = pgd(model, x, y, threat=threat, steps=args.steps, generator=gen(args.seed))
+            x_adv = pgd(model, x, y, threat=threat, steps=args.steps, loss=args.eot_loss, generator=gen(args.seed))
         else:
             x_adv = eot_pgd(model, x, y, threat=threat, transform=transform, samples=args.samples, steps=args.steps,
-                            generator=gen(args.seed))
+                            loss=args.eot_loss, generator=gen(args.seed))
         seconds = time.perf_counter() - tick
         with torch.no_grad():
             white = float((model(x_adv).argmax(1) != y).float().mean())
@@ -91,14 +94,25 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=10)
     parser.add_argument("--draws", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eot-loss", default="ce", help="loss of both PGD and EOT-PGD")
+    parser.add_argument("--model", default="lenet5-advertorch-clean")
+    parser.add_argument("--dataset", default="mnist")
+    parser.add_argument("--inputs", default=None, help="a .npz/.pt (x, y) holding the whole test split instead")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(2)
-    ds = load_dataset("mnist", train=False)
-    model = load_pretrained("lenet5-advertorch-clean").eval()
+    if args.inputs:
+        x_test, y_test = load_inputs(args.inputs)
+    else:
+        ds = load_dataset(args.dataset, train=False)
+        x_test, y_test = ds.x_test, ds.y_test
+    x_test, y_test = x_test.to(args.device), y_test.to(args.device)
+    model = load_pretrained(args.model).to(args.device).eval()
+    print(f"{args.model} on {args.inputs or args.dataset}, {args.device}")
     if args.part in ("all", "universal"):
-        run_universal(model, ds, args)
+        run_universal(model, x_test, y_test, args)
     if args.part in ("all", "eot"):
-        run_eot(model, ds, args)
+        run_eot(model, x_test, y_test, args)
 
 
 if __name__ == "__main__":

@@ -65,8 +65,8 @@ def seed_from(generator: Generators, like: Tensor) -> int:
     return int(float(uniform(generator, like.new_empty(like.shape[0], 1)).flatten()[0]) * (2**31 - 1))
 
 
-def train_substitute(oracle: LabelOracle, seed_x: Tensor, *, arch: str = "cnn", rounds: int = 6,
-                     augment_step: float = 0.1, sign_flip_every: int = 3, reservoir: int | None = None,
+def train_substitute(oracle: LabelOracle, seed_x: Tensor, *, arch: str = "cnn", rounds: int = 7,
+                     augment_step: float = 0.2, sign_flip_every: int = 3, reservoir: int | None = None,
                      epochs: int = 10, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 0.0,
                      augment: str = "none", query_budget: int | None = None,
                      bounds: tuple[float, float] = (0.0, 1.0), x_eval: Tensor | None = None,
@@ -130,7 +130,7 @@ def train_substitute(oracle: LabelOracle, seed_x: Tensor, *, arch: str = "cnn", 
                   paper="Papernot et al. 2017, arXiv:1602.02697",
                   test_params={"seed_size": 8, "queries": 40, "rounds": 2, "epochs": 2, "arch": "mlp"})
 def substitute(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, seed_size: int = 150,
-               queries: int = 6400, rounds: int = 6, augment_step: float = 0.1, sign_flip_every: int = 3,
+               queries: int = 6400, rounds: int = 7, augment_step: float = 0.2, sign_flip_every: int = 3,
                reservoir: int | None = None, epochs: int = 10, arch: str = "cnn", craft: str = "fgsm",
                craft_params: Mapping[str, Any] | None = None, targeted: bool = False,
                generator: Generators = None) -> Tensor:
@@ -141,6 +141,11 @@ def substitute(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, s
     target through a LabelOracle with a hard budget of `queries` label queries per call; see
     train_substitute for rounds, augment_step, sign_flip_every, reservoir, epochs and arch.
     The white-box attack `craft` (with craft_params) then runs on the substitute for all of x.
+    Defaults: 7 rounds (150 seeds double to 4,800, then the last round spends the rest of the
+    6,400 queries), augment_step 0.2 and, for the default craft "fgsm", the logit loss: the
+    substitute learns hard labels, its softmax saturates and cross-entropy gradients vanish. On
+    the clean MNIST LeNet this transfers 72-84% at eps 0.3 over 4 seeds (paper's lambda 0.1 and
+    CE: 33-54%); benchmarks/substitute_mnist.py.
         >>> x_adv = substitute(target, x, y, threat=ThreatModel(Norm.LINF, 0.3), generator=g)
         >>> fooled = target(x_adv).argmax(1) != y
     """
@@ -151,6 +156,8 @@ def substitute(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, s
                               sign_flip_every=sign_flip_every, reservoir=reservoir, epochs=epochs,
                               bounds=threat.bounds, seed=seed_from(generator, x))
     check_labels(y, int(oracle.num_classes or 0))
+    if craft_params is None and craft == "fgsm":
+        craft_params = {"loss": "logit"}
     return craft_on(net, x, y, threat=threat, craft=craft, craft_params=craft_params, targeted=targeted,
                     generator=generator)
 
