@@ -105,3 +105,17 @@ def test_linf_proposal_always_changes_the_current_point():
         new = _linf_propose(x, cur, s, 0.3, gen, threat)
         assert bool((new != cur).flatten(1).any(dim=1).all())
         assert float((new - x).abs().max()) <= 0.3 + 1e-6 and float(new.min()) >= 0 and float(new.max()) <= 1
+
+
+def test_linf_proposal_draws_uniformly_among_the_sign_vectors_that_change_the_point():
+    threat = ThreatModel(Norm.LINF, 0.1)
+    n = 7000
+    x = torch.full((n, 3, 4, 4), 0.5)
+    cur = threat.clamp(x + 0.1 * torch.tensor([1.0, -1.0, 1.0])[None, :, None, None])  # signs (+, -, +) are stuck
+    new = _linf_propose(x, cur, 4, 0.1, SampleGenerators(0, range(n)), threat)  # the window is the whole image
+    signs = torch.sign(new - x)[:, :, 0, 0]
+    codes = ((signs > 0).long() * torch.tensor([1, 2, 4])).sum(1)
+    counts = torch.bincount(codes, minlength=8)
+    assert int(counts[0b101]) == 0
+    others = counts[[c for c in range(8) if c != 0b101]].float()
+    assert float((others / n - 1 / 7).abs().max()) < 0.02

@@ -108,3 +108,11 @@ class ConstSearch:
         self.lower = torch.where(success, self.lower, self.lower.maximum(self.const))
         bounded = torch.isfinite(self.upper)
         self.const = torch.where(bounded, (self.lower + self.upper) / 2, self.const * 10)
+
+    def update_rows(self, idx: Tensor, success: Tensor) -> None:
+        """`update` for the samples idx only (their runs ended; the others go on)."""
+        const, lower, upper = self.const[idx], self.lower[idx], self.upper[idx]
+        upper = torch.where(success, upper.minimum(const), upper)
+        lower = torch.where(success, lower, lower.maximum(const))
+        self.const[idx] = torch.where(torch.isfinite(upper), (lower + upper) / 2, const * 10)
+        self.lower[idx], self.upper[idx] = lower, upper

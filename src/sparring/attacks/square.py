@@ -72,26 +72,26 @@ def _l2_init(x: Tensor, eps: float, gen: Generators, threat: ThreatModel) -> Ten
 
 
 def _linf_propose(x: Tensor, cur: Tensor, s: int, eps: float, gen: Generators, threat: ThreatModel) -> Tensor:
+    """Set an s x s window of every channel to x +- eps, with a sign vector that changes `cur`.
+
+    The paper redraws the signs until the proposal differs from the current point. At most one
+    of the 2**C sign vectors leaves the window as it is, so the redraw loop is replaced by one
+    uniform draw over the other vectors: the same distribution, no host sync (eps > 0).
+    """
     n, ch, h, w = x.shape
-    u = uniform(gen, x.new_empty(n, 2 + ch))
+    u = uniform(gen, x.new_empty(n, 3))
     mask, _, _ = _window(u[:, 0], u[:, 1], s, h, w)
-    signs = torch.where(u[:, 2:] < 0.5, -1.0, 1.0).to(x.dtype)
-    new = torch.where(mask, threat.clamp(x + eps * signs[:, :, None, None]), cur)
-    same = (new == cur).flatten(1).all(dim=1)
-    # A proposal that changes nothing is redrawn (the paper's rule): twice at random, then with
-    # every sign flipped, which always changes the window when eps > 0. This caps the host syncs
-    # at three instead of a tail of redraws that grows with the batch.
-    for attempt in range(3):
-        if not bool(same.any()):
-            break
-        idx = same.nonzero().flatten()
-        if attempt < 2:
-            signs[idx] = torch.where(uniform(subset(gen, same), x.new_empty(idx.numel(), ch)) < 0.5, -1.0, 1.0)
-        else:
-            signs[idx] = -signs[idx]
-        new[idx] = torch.where(mask[idx], threat.clamp(x[idx] + eps * signs[idx, :, None, None]), cur[idx])
-        same = torch.zeros_like(same).index_fill_(0, idx[(new[idx] == cur[idx]).flatten(1).all(dim=1)], True)
-    return new
+    up, down = threat.clamp(x + eps), threat.clamp(x - eps)
+    keeps_up = ((up == cur) | ~mask).flatten(2).all(dim=2)  # (n, C): sign +1 leaves channel c as it is
+    keeps_down = ((down == cur) | ~mask).flatten(2).all(dim=2)
+    stuck = (keeps_up | keeps_down).all(dim=1)  # some sign vector changes nothing
+    bit = 2 ** torch.arange(ch, device=x.device)
+    stuck_code = (keeps_up.long() * bit).sum(dim=1)  # bit c set: sign +1 in channel c
+    choices = 2**ch - stuck.long()
+    code = torch.minimum((u[:, 2].double() * choices).long(), choices - 1)
+    code = code + (stuck & (code >= stuck_code)).long()  # skip the vector that changes nothing
+    plus = (code[:, None] & bit).bool()[:, :, None, None]
+    return torch.where(mask, torch.where(plus, up, down), cur)
 
 
 def _l2_propose(x: Tensor, cur: Tensor, s: int, eps: float, gen: Generators, threat: ThreatModel) -> Tensor:
@@ -137,7 +137,9 @@ def square_batch(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel,
             s = side(p_init, it, h, w, least=3 if l2 else 1)
             new = (_l2_propose if l2 else _linf_propose)(xs, cur, s, threat.eps, gen, threat)
             logits = model(new)
-            value, fooled = objective(logits, ys, targeted), is_adversarial(logits, ys, targeted)
+            value = objective(logits, ys, targeted)
+            # untargeted: a positive margin means another class strictly wins, so argmax != y
+            fooled = is_adversarial(logits, ys, targeted) if targeted else value > 0
             take = (value > best) | fooled
             cur = torch.where(take[:, None, None, None], new, cur)
             best = torch.where(take, value, best)
