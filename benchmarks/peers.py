@@ -63,6 +63,7 @@ def main() -> None:
     parser.add_argument("--small-batch", type=int, default=32, help="batch for CW / DeepFool")
     parser.add_argument("--attacks", default=",".join(SETTINGS), help="comma list of " + ", ".join(SETTINGS))
     parser.add_argument("--libraries", default="sparring,torchattacks,foolbox,art")
+    parser.add_argument("--repeats", type=int, default=1, help="runs per cell; the fastest is reported")
     parser.add_argument("--device", default="cpu", help="timings are CPU figures; cuda is for the strength columns")
     parser.add_argument("--inputs", default=None, help="read the test images from this .npz/.pt (x, y) instead")
     args = parser.parse_args()
@@ -95,7 +96,7 @@ def main() -> None:
                 except ImportError as exc:
                     print(f"{name:10s} {lib:13s} not installed ({exc.name})")
                     continue
-                r = measure(run, model, x, y, floor)
+                r = min((measure(run, model, x, y, floor) for _ in range(max(args.repeats, 1))), key=lambda m: m["time"])
                 print(f"{name:10s} {lib:13s} {n:5d} {r['time']:8.2f} {r['passes']:7.1f} {r['ratio']:7.2f} "
                       f"{r['robust']:8.2f} {r['l2']:8.4f} {r['linf']:8.4f}", flush=True)
 

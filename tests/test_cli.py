@@ -118,3 +118,19 @@ def test_untargeted_run_of_an_attack_whose_default_is_targeted(capsys, digits_mo
     out = json.loads(capsys.readouterr().out)
     cell = out["cells"][0]
     assert cell["params"]["targeted"] is False and cell["attack_success_rate"] > 0.9
+
+
+def test_fooling_images_from_noise(tmp_path, capsys, digits_model):
+    import torch
+
+    out = tmp_path / "fool"
+    argv = ["fool", "--dataset", "digits", "--model", str(digits_model), "--classes", "0,3,7", "--confidence",
+            "0.9", "--steps", "300", "--out", str(out)]
+    assert main(argv) == 0
+    assert "3/3 images reached the goal" in capsys.readouterr().out
+    saved = torch.load(out / "fooling.pt", weights_only=True)
+    assert saved["images"].shape == (3, 1, 8, 8) and saved["targets"].tolist() == [0, 3, 7]
+    assert float(saved["probs"].gather(1, saved["targets"][:, None]).min()) >= 0.9
+    assert (out / "fooling.png").stat().st_size > 1000
+    line = _error(capsys, ["fool", "--dataset", "digits", "--model", str(digits_model), "--classes", "0,10"])
+    assert "0..9" in line and "0,10" in line

@@ -162,6 +162,78 @@ def _print_table(summary: dict[str, Any], records: list[dict[str, Any]]) -> None
             print(f"  {'worst case':14s} {r['norm']:4s} eps={r['eps_label']:8s} robust {100 * r['robust_accuracy']:6.2f}%")
 
 
+def _classes(text: str, count: int) -> list[int]:
+    if text.strip() == "all":
+        return list(range(count))
+    try:
+        out = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--classes expects 'all' or comma-separated class indices, got {text!r}") from None
+    bad = [c for c in out if not 0 <= c < count]
+    if not out or bad:
+        raise ConfigError(f"--classes expects indices in 0..{count - 1}, got {text!r}")
+    return out
+
+
+def cmd_fool(args: argparse.Namespace) -> int:
+    import torch
+
+    from .attacks import fooling_images
+    from .data import load_dataset
+    from .evaluate import frozen
+    from .experiment import check_fits, resolve_device, resolve_model
+
+    device = resolve_device(args.device)
+    model, _ = resolve_model(args.model, args.weights, weights_dir=args.weights_dir)
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, train=False)
+    shape, names = tuple(ds.x_test.shape[1:]), list(ds.classes)
+    check_fits(model, shape, len(names), ds.name)
+    targets = _classes(args.classes, len(names))
+    model = model.to(device).eval()
+    with frozen(model):
+        images = fooling_images(model, target_classes=targets, shape=shape, start=args.start, steps=args.steps,
+                                step_size=args.step_size, confidence=args.confidence,
+                                generator=torch.Generator().manual_seed(args.seed))
+        with torch.no_grad():
+            probs = model(images).softmax(1).cpu()
+    target_t = torch.tensor(targets)
+    p_target = probs.gather(1, target_t[:, None]).squeeze(1)
+    print(f"{ds.name} / {args.model}: fooling images from {args.start} (confidence goal {args.confidence})")
+    for cls, p, pred in zip(targets, p_target.tolist(), probs.argmax(1).tolist()):
+        print(f"  {names[cls]:>12s}  p(target) {p:.4f}  predicted {names[pred]}")
+    reached = int((p_target >= args.confidence).sum())
+    print(f"{reached}/{len(targets)} images reached the goal")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save({"images": images.detach().cpu(), "targets": target_t, "probs": probs}, out / "fooling.pt")
+        _image_grid(images.detach().cpu(), [f"{names[c]} {p:.2f}" for c, p in zip(targets, p_target.tolist())],
+                    out / "fooling.png")
+        print(f"wrote {out / 'fooling.pt'} and {out / 'fooling.png'}")
+    return 0
+
+
+def _image_grid(images: Any, titles: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(len(titles), 10)
+    rows = (len(titles) + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(1.4 * cols, 1.6 * rows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, title in zip(axes.flat, images, titles):
+        pic = img.permute(1, 2, 0).numpy()
+        ax.imshow(pic[..., 0] if pic.shape[2] == 1 else pic, cmap="gray" if pic.shape[2] == 1 else None,
+                  vmin=0, vmax=1)
+        ax.set_title(title, fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from .experiment import run_experiment
 
