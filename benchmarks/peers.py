@@ -11,7 +11,6 @@ Peers are optional: install them beside torch with --no-deps (see benchmarks/REA
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from collections.abc import Callable
 
@@ -25,14 +24,14 @@ from peer_adapters import ADAPTERS, SETTINGS
 
 
 def floor_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 5) -> float:
-    """Median time of one forward+backward w.r.t. the input for this batch."""
+    """Fastest of `repeats` timings of one forward+backward w.r.t. the input for this batch."""
     samples = []
     for _ in range(repeats + 1):
         xr = x.clone().requires_grad_(True)
         tick = time.perf_counter()
         torch.autograd.grad(F.cross_entropy(model(xr), y, reduction="sum"), xr)
         samples.append(time.perf_counter() - tick)
-    return statistics.median(samples[1:])
+    return min(samples[1:])
 
 
 def measure(run: Callable[[torch.nn.Module], torch.Tensor], model: torch.nn.Module, x: torch.Tensor,
@@ -86,7 +85,7 @@ def main() -> None:
             setting = SETTINGS[name]
             n = args.small_batch if setting["small"] else args.batch
             x, y = x_all[:n], y_all[:n]
-            floor = floor_time(model, x, y)
+            floor = floor_time(model, x, y, repeats=max(5, 3 * args.repeats))
             for lib in libraries:
                 adapter = ADAPTERS.get(lib, {}).get(name)
                 if adapter is None:

@@ -1,0 +1,19 @@
+"""Defenses: modules in front of or inside a model, training recipes, detectors.
+
+Every registered defense declares `kind` ("preprocess", "noise", "training", "detector",
+"certified"), `differentiable` (False: it provides a BPDA surrogate) and `random` (True: an
+honest attack averages over its randomness with EOT). The audit and the adaptive attacks read
+those flags (DESIGN.md, "Defense").
+"""
+
+from __future__ import annotations
+
+from .bpda import BPDA, Defended, bpda, is_differentiable, is_random
+from .noise import GaussianNoise, insert_noise
+from .preprocess import JPEG, BitDepth, GaussianBlur, MedianBlur, quant_table
+from .registry import DEFENSES
+from .smoothing import SmoothedClassifier, certified_accuracy, clopper_pearson_lower, noise_augment
+
+__all__ = ["BPDA", "DEFENSES", "BitDepth", "Defended", "GaussianBlur", "GaussianNoise", "JPEG", "MedianBlur",
+           "SmoothedClassifier", "bpda", "certified_accuracy", "clopper_pearson_lower", "insert_noise",
+           "is_differentiable", "is_random", "noise_augment", "quant_table"]

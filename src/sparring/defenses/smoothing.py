@@ -1,0 +1,193 @@
+"""Randomized smoothing (Cohen, Rosenfeld, Kolter 2019, "Certified Adversarial Robustness via
+Randomized Smoothing", arXiv:1902.02918): g(x) = argmax_c P(f(x + e) = c), e ~ N(0, sigma^2 I),
+is robust within L2 radius sigma * Phi^-1(p_A). PREDICT and CERTIFY (the paper's algorithms)
+estimate it by Monte Carlo at confidence 1 - alpha; both may abstain (-1).
+
+Noise is drawn per sample (sparring.rng.normal): with a SampleGenerators, a sample's counts,
+class and radius do not depend on the rest of the batch (one sample's noisy copies per forward
+pass depend only on (n, batch_size)). The caller puts the base model in eval mode.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError, InputError
+from ..rng import Generators, SampleGenerators, normal, subset
+from .registry import DEFENSES
+
+__all__ = ["SmoothedClassifier", "certified_accuracy", "clopper_pearson_lower", "noise_augment"]
+
+ABSTAIN = -1
+_COHEN = ("Cohen, Rosenfeld, Kolter 2019, Certified Adversarial Robustness via Randomized Smoothing, "
+          "arXiv:1902.02918")  # fmt: skip
+
+
+def _number(value: Any, what: str, *, zero_ok: bool = False, below_one: bool = False) -> float:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not ok or value < 0 or (value == 0 and not zero_ok) or (below_one and value >= 1):
+        bound = ">= 0" if zero_ok else "in (0, 1)" if below_one else "> 0"
+        raise InputError(f"expected {what} to be a finite number {bound}, got {value!r}")
+    return float(value)
+
+
+def _count(value: Any, what: str, low: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise InputError(f"expected {what} to be an integer >= {low}, got {value!r}")
+    return value
+
+
+def _images(x: Any, generator: Generators) -> Tensor:
+    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
+        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
+        raise InputError(f"expected images as a float (B, C, H, W) tensor, got {got}")
+    if x.numel() and not bool(torch.isfinite(x).all()):
+        raise InputError("expected finite images, got NaN or infinite values")
+    if generator is not None and not isinstance(generator, (torch.Generator, SampleGenerators)):
+        raise InputError(f"expected generator to be a torch.Generator, SampleGenerators or None, got {generator!r}")
+    if isinstance(generator, SampleGenerators) and len(generator) != len(x):
+        raise InputError(f"expected {len(x)} sample generators (one per image), got {len(generator)}")
+    return x
+
+
+def clopper_pearson_lower(successes: Any, trials: int, alpha: float) -> np.ndarray:
+    """One-sided Clopper-Pearson lower bound at level 1 - alpha on a binomial proportion k / n:
+    the Beta(k, n - k + 1) alpha-quantile, 0 when k = 0 (Cohen et al. 2019, arXiv:1902.02918).
+
+    Args: successes k (int or array, 0 <= k <= trials), trials n >= 1, alpha in (0, 1).
+        >>> clopper_pearson_lower([95, 100], 100, 0.001)
+        array([0.8446..., 0.9332...])
+    """
+    from scipy.stats import beta
+
+    trials, alpha = _count(trials, "trials"), _number(alpha, "alpha", below_one=True)
+    k = np.asarray(successes, dtype=np.float64)
+    if k.size and not (k.min() >= 0 and k.max() <= trials):
+        raise InputError(f"expected successes in [0, {trials}], got values in [{k.min()}, {k.max()}]")
+    safe = np.maximum(k, 1.0)  # beta(0, .) is undefined; the bound is 0 there
+    return np.where(k > 0, beta.ppf(alpha, safe, trials - k + 1), 0.0)
+
+
+def _binomial_pvalue(top: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Two-sided exact binomial test of top ~ Bin(top + second, 1/2) (scipy's binomtest, vectorized)."""
+    from scipy.stats import binom
+
+    return np.minimum(1.0, 2.0 * binom.cdf(np.minimum(top, second), top + second, 0.5))
+
+
+def noise_augment(x: Tensor, sigma: float, generator: Generators = None) -> Tensor:
+    """x + N(0, sigma^2) noise: Gaussian data augmentation for the base classifier of randomized
+    smoothing (Cohen et al. 2019, arXiv:1902.02918); train at the sigma you certify with.
+    Not clamped to [0, 1], as in the paper: smoothing evaluates f on unclamped x + noise.
+
+    Args: x a batch (B, ...); sigma the noise std (>= 0); generator None, a torch.Generator or a
+        SampleGenerators (sparring.rng).
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x_noisy = noise_augment(x, 0.25, g)
+    """
+    sigma = _number(sigma, "sigma", zero_ok=True)
+    return x + sigma * normal(generator, x)
+
+
+@DEFENSES.register("randomized-smoothing", kind="certified", differentiable=False, random=True, paper=_COHEN,
+                   params={"sigma": 0.25}, description="certified L2 radius by Gaussian randomized smoothing")
+class SmoothedClassifier:
+    """The smoothed classifier g of a base classifier f (Cohen et al. 2019, arXiv:1902.02918).
+
+    Args: base f, an nn.Module in eval mode mapping images (B, C, H, W) to logits (B, num_classes),
+        evaluated on unclamped x + noise (train it with noise_augment); sigma the noise std (> 0)
+        in input units (radii scale with it); num_classes K >= 2.
+        >>> smoothed = SmoothedClassifier(model.eval(), sigma=0.25, num_classes=10)
+        >>> classes, radii = smoothed.certify(x, n0=100, n=10_000, generator=g)
+    """
+
+    differentiable = False
+    random = True
+
+    def __init__(self, base: nn.Module, sigma: float, num_classes: int) -> None:
+        if not isinstance(base, nn.Module):
+            raise ConfigError(f"expected the base classifier to be an nn.Module, got {type(base).__name__}")
+        self.base, self.sigma, self.num_classes = base, _number(sigma, "sigma"), _count(num_classes, "num_classes", 2)
+
+    @torch.no_grad()
+    def counts(self, x: Tensor, num: int, *, batch_size: int = 1000, generator: Generators = None) -> Tensor:
+        """How often f(x_i + noise) = c over `num` noisy copies of each x_i: int64 (B, K).
+
+            >>> counts = smoothed.counts(x, 100, generator=g)
+            >>> counts.sum(1)  # 100 in every row
+        """
+        x, num, batch_size = _images(x, generator), _count(num, "n"), _count(batch_size, "batch_size")
+        per = min(batch_size, num)  # noisy copies of one sample per forward pass
+        group = max(1, batch_size // per)  # samples per forward pass
+        out = torch.zeros(len(x), self.num_classes, dtype=torch.int64, device=x.device)
+        for start in range(0, len(x), group):
+            mask = torch.zeros(len(x), dtype=torch.bool)
+            mask[start : start + group] = True
+            gen, xs = subset(generator, mask), x[start : start + group]
+            left = num
+            while left > 0:
+                m = min(per, left)
+                noise = normal(gen, xs.new_empty((len(xs), m, *x.shape[1:])))
+                logits = self.base((xs.unsqueeze(1) + self.sigma * noise).flatten(0, 1))
+                if logits.shape != (len(xs) * m, self.num_classes):
+                    raise InputError(f"expected logits of shape (N, {self.num_classes}), got {tuple(logits.shape)}")
+                hits = F.one_hot(logits.argmax(1).view(len(xs), m), self.num_classes)
+                out[start : start + group] += hits.sum(1)
+                left -= m
+        return out
+
+    def predict(self, x: Tensor, *, n: int = 100, alpha: float = 0.001, batch_size: int = 1000,
+                generator: Generators = None) -> Tensor:  # fmt: skip
+        """The paper's PREDICT: the top class of n noisy samples, or -1 (abstain) unless a two-sided
+        binomial test of the top two counts rejects a tie at level alpha. Returns int64 (B,).
+            >>> classes = smoothed.predict(x, n=1000, alpha=0.001, generator=g)
+            >>> accuracy = (classes == y).float().mean()
+        """
+        alpha = _number(alpha, "alpha", below_one=True)
+        top = self.counts(x, n, batch_size=batch_size, generator=generator).topk(2, dim=1)
+        values = top.values.cpu().numpy()
+        keep = torch.from_numpy(_binomial_pvalue(values[:, 0], values[:, 1]) <= alpha).to(x.device)
+        return torch.where(keep, top.indices[:, 0], torch.full_like(top.indices[:, 0], ABSTAIN))
+
+    def certify(self, x: Tensor, *, n0: int = 100, n: int = 100_000, alpha: float = 0.001,
+                batch_size: int = 1000, generator: Generators = None) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """The paper's CERTIFY: pick the top class c_A with n0 noisy samples, count it in n fresh
+        ones, bound p_A from below (Clopper-Pearson, level 1 - alpha). If the bound is < 1/2,
+        abstain (class -1, radius 0); else radius = sigma * Phi^-1(bound).
+        Returns classes int64 (B,) and L2 radii float64 (B,), on x's device.
+            >>> classes, radii = smoothed.certify(x, n0=100, n=100_000, alpha=0.001, generator=g)
+            >>> certified_accuracy(classes, radii, y, radius=0.5)
+        """
+        from scipy.stats import norm
+
+        n0, n = _count(n0, "n0"), _count(n, "n")
+        alpha = _number(alpha, "alpha", below_one=True)
+        guess = self.counts(x, n0, batch_size=batch_size, generator=generator).argmax(1)
+        counts = self.counts(x, n, batch_size=batch_size, generator=generator)
+        hits = counts.gather(1, guess[:, None]).squeeze(1).cpu().numpy()
+        lower = clopper_pearson_lower(hits, n, alpha)
+        ok = lower >= 0.5
+        radii = np.where(ok, self.sigma * norm.ppf(np.where(ok, lower, 0.5)), 0.0)
+        classes = torch.where(torch.from_numpy(ok).to(x.device), guess, torch.full_like(guess, ABSTAIN))
+        return classes, torch.from_numpy(radii).to(x.device)
+
+
+def certified_accuracy(classes: Tensor, radii: Tensor, y: Tensor, radius: float) -> float:
+    """Fraction of samples certified correct at L2 radius `radius`: class == y and radii >= radius;
+    abstentions (-1) never count (Cohen et al. 2019, arXiv:1902.02918, certified test accuracy).
+        >>> classes, radii = smoothed.certify(x, generator=g)
+        >>> certified_accuracy(classes, radii, y, 0.25)
+    """
+    radius = _number(radius, "radius", zero_ok=True)
+    classes, radii, y = (torch.as_tensor(t).cpu() for t in (classes, radii, y))
+    shapes = [tuple(t.shape) for t in (classes, radii, y)]
+    if any(len(s) != 1 for s in shapes) or len({s[0] for s in shapes}) != 1 or not len(y):
+        raise InputError(f"expected classes, radii and labels as 1-D tensors of one length >= 1, got shapes {shapes}")
+    return float(((classes == y) & (radii >= radius)).double().mean())
+
