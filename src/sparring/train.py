@@ -93,6 +93,8 @@ def train(
     progress: bool = True,
     checkpoint: str | Path | None = None,
     log: Callable[[str], Any] | None = None,
+    batch_loss: Callable[[nn.Module, Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]] | None = None,
+    epoch_end: Callable[[int, dict[str, Any]], bool] | None = None,
 ) -> list[dict[str, Any]]:
     """Train a classifier with cross-entropy; moves ``model`` to ``device``, leaves it in eval mode.
 
@@ -104,6 +106,11 @@ def train(
         seed: seeds shuffling, augmentation and dropout (derived per epoch).
         checkpoint: after each epoch ``save_model(model, checkpoint, meta={"epoch", "history"})``.
         log: called with a one-line summary after each epoch.
+        batch_loss: ``batch_loss(model, x, y, index, epoch) -> (loss, logits)`` replaces the
+            cross-entropy on each (augmented) batch, model in train mode; index holds the batch's
+            sample indices (for per-sample randomness); logits, aligned with y, give train_accuracy.
+        epoch_end: ``epoch_end(epoch, record) -> stop`` after each epoch's metrics; it may add keys
+            to record or change the model; a true return ends training after this epoch.
     Returns:
         One dict per epoch: epoch, loss, train_accuracy, [val_accuracy], lr (at epoch start), time_s.
 
@@ -128,6 +135,9 @@ def train(
 
         if not isinstance(model, Normalized) or model.arch not in MODELS:
             raise ConfigError("checkpoint= needs a model from build_model (a Normalized with a registered arch)")
+    for hook, what in ((batch_loss, "batch_loss"), (epoch_end, "epoch_end")):
+        if hook is not None and not callable(hook):
+            raise InputError(f"expected {what} to be callable or None, got {type(hook).__name__}")
     _positive(seed, "seed", int, zero_ok=True)
     device = _device(device)
     model.to(device)
@@ -161,10 +171,13 @@ def train(
                 seen = 0
                 bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=not show, leave=False)
                 for idx in _batches(n, batch_size, gen):
-                    xb = x_train[idx].to(device, dtype, non_blocking=True)
+                    xb = AUGMENTATIONS.get(augment)(x_train[idx].to(device, dtype, non_blocking=True), gen, pad)
                     yb = y_train[idx].to(device, non_blocking=True)
-                    logits = model(AUGMENTATIONS.get(augment)(xb, gen, pad))
-                    loss = F.cross_entropy(logits, yb)
+                    if batch_loss is None:
+                        logits = model(xb)
+                        loss = F.cross_entropy(logits, yb)
+                    else:
+                        loss, logits = batch_loss(model, xb, yb, idx, epoch)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -182,6 +195,7 @@ def train(
                                           "train_accuracy": int(correct) / seen}  # fmt: skip
                 if x_val is not None and y_val is not None:
                     record["val_accuracy"] = evaluate_accuracy(model, x_val, y_val, device=device)
+                stop = bool(epoch_end(epoch, record)) if epoch_end is not None else False
                 record.update(lr=lr_now, time_s=time.perf_counter() - start)
                 history.append(record)
                 if log is not None:
@@ -192,6 +206,8 @@ def train(
                     from .models import save_model
 
                     save_model(model, checkpoint, meta={"epoch": epoch, "history": history})  # type: ignore[arg-type]
+                if stop:
+                    break
     finally:
         model.eval()
     return history

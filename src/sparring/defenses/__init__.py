@@ -8,12 +8,19 @@ those flags (DESIGN.md, "Defense").
 
 from __future__ import annotations
 
+from .adversarial_training import (adversarial_training, ensemble_adversarial_training, fgsm_adversarial_training,
+                                   fgsm_rs_adversarial_training, pgd_adversarial_training, trades_training)
 from .bpda import BPDA, Defended, bpda, is_differentiable, is_random
+from .detection import (BinaryDetector, DetectorGuard, FeatureSqueezing, detection_rate_at_fpr, roc_auc,
+                        threshold_at_fpr, train_detector)
+from .distillation import Temperature, distill, soft_labels
 from .noise import GaussianNoise, insert_noise
 from .preprocess import JPEG, BitDepth, GaussianBlur, MedianBlur, quant_table
 from .registry import DEFENSES
 from .smoothing import SmoothedClassifier, certified_accuracy, clopper_pearson_lower, noise_augment
 
-__all__ = ["BPDA", "DEFENSES", "BitDepth", "Defended", "GaussianBlur", "GaussianNoise", "JPEG", "MedianBlur",
+__all__ = ["BinaryDetector", "DetectorGuard", "FeatureSqueezing", "Temperature", "detection_rate_at_fpr",
+           "distill", "roc_auc", "soft_labels", "threshold_at_fpr", "train_detector", "adversarial_training", "ensemble_adversarial_training", "fgsm_adversarial_training",
+           "fgsm_rs_adversarial_training", "pgd_adversarial_training", "trades_training", "BPDA", "DEFENSES", "BitDepth", "Defended", "GaussianBlur", "GaussianNoise", "JPEG", "MedianBlur",
            "SmoothedClassifier", "bpda", "certified_accuracy", "clopper_pearson_lower", "insert_noise",
            "is_differentiable", "is_random", "noise_augment", "quant_table"]
