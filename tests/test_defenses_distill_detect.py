@@ -12,8 +12,9 @@ from torch import nn
 
 from sparring.attacks import fgsm, pgd
 from sparring.data import load_dataset
-from sparring.defenses.detection import (BinaryDetector, DetectorGuard, FeatureSqueezing, detection_rate_at_fpr,
-                                         roc_auc, threshold_at_fpr, train_detector)
+from sparring.defenses.detection import (DetectorGuard, FeatureSqueezing, detection_rate_at_fpr, roc_auc,
+                                         threshold_at_fpr)
+from sparring.defenses.detector import BinaryDetector, train_detector
 from sparring.defenses.distillation import Temperature, distill, soft_labels
 from sparring.defenses.preprocess import BitDepth, MedianBlur
 from sparring.defenses.registry import DEFENSES

@@ -11,8 +11,8 @@ from __future__ import annotations
 from .adversarial_training import (adversarial_training, ensemble_adversarial_training, fgsm_adversarial_training,
                                    fgsm_rs_adversarial_training, pgd_adversarial_training, trades_training)
 from .bpda import BPDA, Defended, bpda, is_differentiable, is_random
-from .detection import (BinaryDetector, DetectorGuard, FeatureSqueezing, detection_rate_at_fpr, roc_auc,
-                        threshold_at_fpr, train_detector)
+from .detection import DetectorGuard, FeatureSqueezing, detection_rate_at_fpr, roc_auc, threshold_at_fpr
+from .detector import BinaryDetector, train_detector
 from .distillation import Temperature, distill, soft_labels
 from .noise import GaussianNoise, insert_noise
 from .preprocess import JPEG, BitDepth, GaussianBlur, MedianBlur, quant_table

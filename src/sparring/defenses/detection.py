@@ -1,5 +1,6 @@
-"""Adversarial-example detectors: feature squeezing, a trained binary detector, and a guard that
-joins a classifier and a detector into one K+1-class model so an attack can fool both at once.
+"""Adversarial-example detectors: the shared detector contract, feature squeezing, detection
+metrics, and a guard that joins a classifier and a detector into one K+1-class model so an attack
+can fool both at once. The trained binary detector (train_detector) lives in ``detector``.
 
 A detector follows the Defense contract (DESIGN.md): ``score(x) -> Tensor (B,)`` (higher means
 more likely adversarial) plus a ``threshold``; ``detect(x)`` flags score > threshold and
@@ -13,7 +14,7 @@ attacking classifier and detector together: evaluate a detector with ``DetectorG
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -22,19 +23,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..rng import SampleGenerators
-from ..threat import ThreatModel
-from ..train import _check_data, _positive, train
+from ..train import _positive
 from .bpda import bpda, is_differentiable, is_random
 from .preprocess import BitDepth, MedianBlur
 from .registry import DEFENSES
 
-__all__ = ["BinaryDetector", "DetectorGuard", "FeatureSqueezing", "detection_rate_at_fpr", "roc_auc",
-           "threshold_at_fpr", "train_detector"]
+__all__ = ["DetectorGuard", "FeatureSqueezing", "detection_rate_at_fpr", "roc_auc", "threshold_at_fpr"]
 
 _XU = "Xu, Evans, Qi 2018, Feature Squeezing: Detecting Adversarial Examples in Deep Neural Networks, arXiv:1704.01155"
-_METZEN = ("Metzen, Genewein, Fischer, Bischoff 2017, On Detecting Adversarial Perturbations, arXiv:1702.04267; "
-           "Grosse et al. 2017, arXiv:1702.06280; Gong, Wang, Ku 2017, arXiv:1704.04960")
 
 
 # ---------------------------------------------------------------- validation and metrics
@@ -206,170 +202,6 @@ class FeatureSqueezing(_Detector):
     def for_attack(self) -> FeatureSqueezing:
         """The same detector (same model, threshold) with each squeezer replaced by bpda(squeezer)."""
         return FeatureSqueezing(self.model, [bpda(s) for s in self.squeezers], threshold=self.threshold)
-
-
-# ---------------------------------------------------------------- trained binary detector
-
-
-class _Stop(Exception):
-    def __init__(self, value: Tensor) -> None:
-        self.value = value
-
-
-class BinaryDetector(_Detector):
-    """A small classifier separating clean from adversarial inputs; score(x) = P(adversarial).
-
-    On a hidden layer's activations (Metzen et al. 2017, arXiv:1702.04267: a detector subnetwork
-    attached to the classifier) when ``layer`` names a submodule of ``model`` (read by a forward
-    hook; the forward pass stops there), or on the inputs (Gong et al. 2017, arXiv:1704.04960;
-    Grosse et al. 2017, arXiv:1702.06280 add the class to the classifier instead). Differentiable:
-    forward(x) is the detector logit z = z_adv - z_clean, score = sigmoid(z); gradients reach x
-    through the classifier's layers. Build and train it with train_detector.
-    Args: head, a module mapping features to 2 logits (clean, adversarial); model and layer, the
-        classifier and the dotted name of the layer to read (both None: the inputs); threshold.
-        >>> det = train_detector(model, x, y, threat=ThreatModel(Norm.LINF, 0.1), layer="2")
-        >>> p_adv = det.score(x_test)
-    """
-
-    def __init__(self, head: nn.Module, *, model: nn.Module | None = None, layer: str | None = None,
-                 threshold: float | None = None) -> None:  # fmt: skip
-        super().__init__(threshold)
-        if not isinstance(head, nn.Module):
-            raise InputError(f"expected head to be an nn.Module, got {type(head).__name__}")
-        if (model is None) != (layer is None):
-            raise InputError(f"expected model and layer both given or both None, got layer={layer!r}")
-        if model is not None:
-            names = dict(model.named_modules())
-            if layer not in names or layer == "":
-                known = ", ".join(n for n in names if n)
-                raise InputError(f"expected layer to name a submodule of the model ({known}), got {layer!r}")
-        self.head, self.model, self.layer = head, model, layer
-
-    def features(self, x: Tensor) -> Tensor:
-        """The detector's input: x itself, or the output of model.<layer> on x."""
-        if self.model is None:
-            return x
-
-        def stop(_module: nn.Module, _inputs: Any, output: Tensor) -> None:
-            raise _Stop(output)
-
-        handle = self.model.get_submodule(self.layer).register_forward_hook(stop)  # type: ignore[arg-type]
-        try:
-            self.model(x)
-        except _Stop as found:
-            return found.value
-        finally:
-            handle.remove()
-        raise InputError(f"expected model.{self.layer} to run in the forward pass, got no call")
-
-    def forward(self, x: Tensor) -> Tensor:
-        out = self.head(self.features(_images(x)))
-        if out.dim() != 2 or out.shape[1] != 2:
-            raise InputError(f"expected the head to return (B, 2) logits, got {tuple(out.shape)}")
-        return out[:, 1] - out[:, 0]
-
-    def score(self, x: Tensor) -> Tensor:
-        return torch.sigmoid(self(x))
-
-    def margin(self, x: Tensor, threshold: float | None = None) -> Tensor:
-        """z(x) - logit(threshold): the sign of score - threshold, in logit units (no saturation)."""
-        t = min(max(self._threshold(threshold), 1e-12), 1 - 1e-12)
-        return self(x) - math.log(t / (1 - t))
-
-
-class _HeadView(nn.Module):
-    """What train() sees: the head only, on detached features (the classifier is not registered,
-    so train() neither updates nor switches it to train mode)."""
-
-    def __init__(self, detector: BinaryDetector) -> None:
-        super().__init__()
-        self.head = detector.head
-        self.features: Callable[[Tensor], Tensor] = detector.features
-
-    def forward(self, x: Tensor) -> Tensor:
-        with torch.no_grad():
-            f = self.features(x)
-        return self.head(f)
-
-
-@DEFENSES.register("binary-detector", kind="detector", differentiable=True, random=False, paper=_METZEN,
-                   params={"attack": "pgd", "epochs": 10}, description="classifier of clean vs adversarial inputs")
-def train_detector(
-    model: nn.Module,
-    x_clean: Tensor,
-    y_clean: Tensor,
-    *,
-    threat: ThreatModel,
-    attack: str | Callable[..., Tensor] = "pgd",
-    attack_params: dict[str, Any] | None = None,
-    layer: str | None = None,
-    hidden: int = 64,
-    epochs: int = 10,
-    batch_size: int = 128,
-    optimizer: str = "adam",
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
-    attack_batch_size: int = 256,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-    progress: bool = False,
-    log: Callable[[str], Any] | None = None,
-) -> BinaryDetector:
-    """Train a BinaryDetector on x_clean (label 0) against attack(model, x_clean) (label 1).
-
-    Metzen et al. 2017, arXiv:1702.04267 (layer=...), Gong et al. 2017, arXiv:1704.04960 (inputs).
-    The adversarial set is made once (static, as Grosse et al. and Gong et al.; Metzen et al. also
-    tried regenerating it against the detector), every sample attacked whether or not it fools the
-    model, with per-sample generators SampleGenerators(seed, index), so it does not depend on
-    attack_batch_size. The head is Flatten -> Linear(hidden) -> ReLU -> Linear(2), seeded by seed,
-    trained with sparring.train.train; the classifier is never updated. Put model in eval mode.
-    Args:
-        model: the classifier (on ``device``); x_clean, y_clean: images in [0, 1] and labels.
-        threat, attack, attack_params: the attack (name in ATTACKS or a function with the attack
-            signature) and its keyword hyperparameters, without threat and generator.
-        layer: dotted submodule name of model to read (None: the inputs); hidden: head width.
-        epochs, batch_size, optimizer, lr, weight_decay, seed, device, progress, log: as in train().
-    Returns:
-        The trained BinaryDetector in eval mode, without a threshold (call fit_threshold);
-        its training history is in ``detector.history``.
-
-    Example:
-        >>> det = train_detector(model, x, y, threat=ThreatModel(Norm.LINF, 0.1), attack="pgd")
-        >>> auc = roc_auc(det.scores(x_test), det.scores(x_test_adv))
-    """
-    from ..attacks import ATTACKS
-
-    if not isinstance(model, nn.Module):
-        raise InputError(f"expected model to be an nn.Module, got {type(model).__name__}")
-    if not isinstance(threat, ThreatModel):
-        raise InputError(f"expected threat to be a ThreatModel, got {type(threat).__name__}")
-    x_clean, y_clean = _check_data(x_clean, y_clean, "clean")
-    run = ATTACKS.get(attack) if isinstance(attack, str) else attack
-    if not callable(run):
-        raise InputError(f"expected attack to be a name in ATTACKS or a function, got {type(attack).__name__}")
-    params = dict(attack_params or {})
-    clash = sorted({"threat", "generator"} & set(params))
-    if clash:
-        raise InputError(f"expected attack_params without threat/generator (given separately), got {clash}")
-    hidden, step = _positive(hidden, "hidden"), _positive(attack_batch_size, "attack_batch_size")
-    _positive(seed, "seed", int, zero_ok=True)
-    param = next(model.parameters(), None)
-    dev = param.device if param is not None else torch.device("cpu")
-    x_adv = torch.cat([run(model, x_clean[i : i + step].to(dev), y_clean[i : i + step].to(dev), threat=threat,
-                           generator=SampleGenerators(seed, range(i, min(i + step, len(x_clean)))), **params)
-                       .detach().cpu() for i in range(0, len(x_clean), step)])  # fmt: skip
-    probe = BinaryDetector(nn.Identity(), model=model if layer is not None else None, layer=layer)
-    with torch.no_grad():
-        dim = probe.features(x_clean[:2].to(dev)).flatten(1).shape[1]
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        head = nn.Sequential(nn.Flatten(), nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 2))
-    detector = BinaryDetector(head, model=probe.model, layer=layer)
-    labels = torch.cat([torch.zeros(len(x_clean)), torch.ones(len(x_adv))]).long()
-    detector.history = train(_HeadView(detector), torch.cat([x_clean, x_adv.to(x_clean.dtype)]), labels,
-                             epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                             weight_decay=weight_decay, seed=seed, device=device, progress=progress, log=log)
-    return detector.eval()
 
 
 # ---------------------------------------------------------------- classifier + detector as one model
