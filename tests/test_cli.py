@@ -31,7 +31,8 @@ def _error(capsys, argv: list[str]) -> str:
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    for name in ("digits", "cifar10", "resnet20", "lenet5", "pgd", "iterative-l2", "resnet20-akamaster"):
+    for name in ("digits", "cifar10", "resnet20", "lenet5", "pgd", "iterative-l2", "resnet20-akamaster", "median-blur",
+                 "randomized-smoothing", "pgd-at"):
         assert name in out
 
 

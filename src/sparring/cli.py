@@ -61,8 +61,8 @@ def _common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sparring", description="Attack, defend and audit image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    ls = sub.add_parser("list", help="registered datasets, models, pretrained weights, attacks")
-    ls.add_argument("what", nargs="?", default="all", choices=["all", "datasets", "models", "pretrained", "attacks"])
+    ls = sub.add_parser("list", help="registered datasets, models, pretrained weights, attacks, defenses")
+    ls.add_argument("what", nargs="?", default="all", choices=["all", "datasets", "models", "pretrained", "attacks", "defenses"])
     t = sub.add_parser("train", help="train a model on a dataset and save it (safetensors + json)")
     t.add_argument("--dataset", default="digits")
     t.add_argument("--model", default="digits-cnn")

@@ -42,6 +42,14 @@ def cmd_list(args: argparse.Namespace) -> int:
         for name in ATTACKS.names():
             meta = ATTACKS.meta(name)
             print(f"  {name:14s} {meta['kind']:9s} {'/'.join(meta['norms']):15s} {meta['targeted']:9s} {meta.get('paper', '')}")
+    if what in ("all", "defenses"):
+        from .defenses import DEFENSES
+
+        print(f"defenses:\n  {'name':24s} {'kind':11s} {'differentiable':15s} {'random':7s} paper")
+        for name in DEFENSES.names():
+            meta = DEFENSES.meta(name)
+            print(f"  {name:24s} {meta.get('kind', ''):11s} {str(meta.get('differentiable', '')):15s} "
+                  f"{str(meta.get('random', '')):7s} {meta.get('paper', '')}")
     return 0
 
 

@@ -16,10 +16,11 @@ from .detector import BinaryDetector, train_detector
 from .distillation import Temperature, distill, soft_labels
 from .noise import GaussianNoise, insert_noise
 from .preprocess import JPEG, BitDepth, GaussianBlur, MedianBlur, quant_table
+from .reconstruction import ReconstructionDetector, Reformer, build_autoencoder, train_autoencoder
 from .registry import DEFENSES
 from .smoothing import SmoothedClassifier, certified_accuracy, clopper_pearson_lower, noise_augment
 
-__all__ = ["BinaryDetector", "DetectorGuard", "FeatureSqueezing", "Temperature", "detection_rate_at_fpr",
+__all__ = ["ReconstructionDetector", "Reformer", "build_autoencoder", "train_autoencoder", "BinaryDetector", "DetectorGuard", "FeatureSqueezing", "Temperature", "detection_rate_at_fpr",
            "distill", "roc_auc", "soft_labels", "threshold_at_fpr", "train_detector", "adversarial_training", "ensemble_adversarial_training", "fgsm_adversarial_training",
            "fgsm_rs_adversarial_training", "pgd_adversarial_training", "trades_training", "BPDA", "DEFENSES", "BitDepth", "Defended", "GaussianBlur", "GaussianNoise", "JPEG", "MedianBlur",
            "SmoothedClassifier", "bpda", "certified_accuracy", "clopper_pearson_lower", "insert_noise",
