@@ -11,6 +11,8 @@ from __future__ import annotations
 from .adversarial_training import (adversarial_training, ensemble_adversarial_training, fgsm_adversarial_training,
                                    fgsm_rs_adversarial_training, pgd_adversarial_training, trades_training)
 from .bpda import BPDA, Defended, bpda, is_differentiable, is_random
+from .contrastive import (LatentNN, contrastive_loss, contrastive_training, latent_features, latent_view,
+                          plot_latent, triplet_loss)
 from .detection import DetectorGuard, FeatureSqueezing, detection_rate_at_fpr, roc_auc, threshold_at_fpr
 from .detector import BinaryDetector, train_detector
 from .distillation import Temperature, distill, soft_labels
@@ -20,7 +22,8 @@ from .reconstruction import ReconstructionDetector, Reformer, build_autoencoder,
 from .registry import DEFENSES
 from .smoothing import SmoothedClassifier, certified_accuracy, clopper_pearson_lower, noise_augment
 
-__all__ = ["ReconstructionDetector", "Reformer", "build_autoencoder", "train_autoencoder", "BinaryDetector", "DetectorGuard", "FeatureSqueezing", "Temperature", "detection_rate_at_fpr",
+__all__ = ["LatentNN", "contrastive_loss", "contrastive_training", "latent_features", "latent_view", "plot_latent",
+           "triplet_loss", "ReconstructionDetector", "Reformer", "build_autoencoder", "train_autoencoder", "BinaryDetector", "DetectorGuard", "FeatureSqueezing", "Temperature", "detection_rate_at_fpr",
            "distill", "roc_auc", "soft_labels", "threshold_at_fpr", "train_detector", "adversarial_training", "ensemble_adversarial_training", "fgsm_adversarial_training",
            "fgsm_rs_adversarial_training", "pgd_adversarial_training", "trades_training", "BPDA", "DEFENSES", "BitDepth", "Defended", "GaussianBlur", "GaussianNoise", "JPEG", "MedianBlur",
            "SmoothedClassifier", "bpda", "certified_accuracy", "clopper_pearson_lower", "insert_noise",
