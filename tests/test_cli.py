@@ -135,3 +135,52 @@ def test_fooling_images_from_noise(tmp_path, capsys, digits_model):
     assert (out / "fooling.png").stat().st_size > 1000
     line = _error(capsys, ["fool", "--dataset", "digits", "--model", str(digits_model), "--classes", "0,10"])
     assert "0..9" in line and "0,10" in line
+
+
+def test_defend_pgd_at_saves_and_evaluates(tmp_path, capsys):
+    out = tmp_path / "pgd"
+    argv = ["defend", "--dataset", "digits", "--model", "digits-cnn", "--defense", "pgd-at:steps=3", "--eps", "0.1",
+            "--epochs", "2", "--out", str(out)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    assert len([line for line in captured.err.splitlines() if line.startswith("epoch ")]) == 2
+    saved = out.with_suffix(".safetensors")
+    assert captured.out.strip().endswith(f"-> {saved}")
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["defense"] == [{"name": "pgd-at", "params": {"mix": 0.0, "steps": 3}, "eps": "0.1", "norm": "linf"}]
+    assert f"test accuracy {100 * meta['test_accuracy']:.2f}%" in captured.out and len(meta["history"]) == 2
+    assert main(["evaluate", "--model", str(saved), "--attack", "pgd:steps=5", "--eps", "0.1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["clean_accuracy"] == pytest.approx(meta["test_accuracy"], abs=1e-9)
+    assert 0 <= result["attacks"]["pgd"]["0.1"] <= result["clean_accuracy"]
+
+
+def test_defend_blur_is_rebuilt_on_load(tmp_path, capsys):
+    from sparring.defenses import Defended, GaussianBlur
+    from sparring.models import Normalized, load_model
+
+    out = tmp_path / "blur"
+    argv = ["defend", "--model", "digits-cnn", "--defense", "gaussian-blur:sigma=1", "--epochs", "2", "--out", str(out)]
+    assert main(argv) == 0
+    capsys.readouterr()
+    model, meta = load_model(out.with_suffix(".safetensors"))
+    assert isinstance(model, Defended) and isinstance(model.preprocess, GaussianBlur)
+    assert model.preprocess.sigma == 1.0 and isinstance(model.model, Normalized)
+    assert meta["defense"] == [{"name": "gaussian-blur", "params": {"sigma": 1}}]
+    assert main(["evaluate", "--model", str(out.with_suffix(".safetensors")), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["clean_accuracy"] == pytest.approx(meta["test_accuracy"], abs=1e-9)
+
+
+def test_defend_bad_names_and_params(tmp_path, capsys):
+    out = str(tmp_path / "x")
+    assert "did you mean 'gaussian-blur'" in _error(capsys, ["defend", "--defense", "gausian-blur", "--out", out])
+    line = _error(capsys, ["defend", "--defense", "gaussian-blur:radius=2", "--out", out])
+    assert "radius" in line and "sigma" in line
+    assert "evaluated from Python" in _error(capsys, ["defend", "--defense", "feature-squeezing", "--out", out])
+    assert "evaluated from Python" in _error(capsys, ["defend", "--defense", "randomized-smoothing", "--out", out])
+    assert "surrogate" in _error(capsys, ["defend", "--defense", "ensemble-at", "--out", out])
+    assert "--eps" in _error(capsys, ["defend", "--defense", "pgd-at", "--out", out])
+    assert "at most one" in _error(capsys, ["defend", "--defense", "pgd-at", "--defense", "trades", "--eps", "0.1",
+                                            "--out", out])
+    assert "--defense" in _error(capsys, ["defend", "--out", out])

@@ -226,3 +226,20 @@ def test_bad_arguments_raise_one_line(make) -> None:  # noqa: ANN001
         make()
     message = str(info.value)
     assert "\n" not in message and "expected" in message and "got" in message
+
+
+def test_the_runner_attacks_a_non_differentiable_defense_through_bpda():
+    from conftest import tiny_cnn
+
+    from sparring.evaluate import AttackSpec, evaluate
+    torch.manual_seed(0)
+    net = tiny_cnn().eval()
+    x = torch.rand(24, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    y = net(x).argmax(1).detach()
+    spec = AttackSpec("pgd", "linf", (("0.3", 0.3),), params={"steps": 10})
+    raw = Defended(BitDepth(1), net)  # true gradient: zero everywhere
+    bpda_records = evaluate(raw, x, y, [spec], seed=0)
+    masked = nn.Sequential(BitDepth(1), net)  # no for_attack(): the attack sees the zero gradient
+    masked_records = evaluate(masked, x, y, [spec], seed=0)
+    cell = lambda recs: next(r for r in recs if r.get("attack") == "pgd")  # noqa: E731
+    assert cell(bpda_records)["robust_accuracy"] < cell(masked_records)["robust_accuracy"]

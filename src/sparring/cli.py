@@ -32,7 +32,7 @@ def _value(text: str) -> Any:
 
 
 def parse_attack(text: str) -> tuple[str, dict[str, Any]]:
-    """"pgd:steps=20,restarts=2,loss=margin" -> ("pgd", {...})."""
+    """"pgd:steps=20,restarts=2,loss=margin" -> ("pgd", {...}); defenses use the same syntax."""
     name, _, rest = text.partition(":")
     params: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
@@ -74,6 +74,19 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--schedule", default="cosine", help="cosine, step, onecycle or none")
     t.add_argument("--augment", default="none", help="none, crop or crop-flip")
     _common(t)
+    d = sub.add_parser("defend", help="apply defenses (training recipes, filters, noise) and save the defended model")
+    d.add_argument("--dataset", default="digits")
+    d.add_argument("--model", default="digits-cnn", help="architecture, or a saved model path to start from")
+    d.add_argument("--defense", action="append", default=[], help="NAME[:key=value,...], repeatable, e.g. pgd-at:steps=7")
+    d.add_argument("--out", required=True, help="path stem of the saved model, e.g. models/digits-pgd")
+    d.add_argument("--eps", default=None, help="budget of an adversarial-training recipe, e.g. 0.3 or 8/255")
+    d.add_argument("--norm", default="linf", help="l1, l2 or linf (adversarial training)")
+    for flag, kind, default in [("--epochs", int, 10), ("--batch-size", int, 64), ("--lr", float, 0.002),
+                                ("--momentum", float, 0.9), ("--weight-decay", float, 0.0)]:
+        d.add_argument(flag, type=kind, default=default)
+    d.add_argument("--optimizer", default="adam", help="sgd or adam")
+    d.add_argument("--schedule", default=None, help="cosine, step, onecycle or none (default: the recipe's)")
+    _common(d)
     e = sub.add_parser("evaluate", help="clean and robust accuracy of one model under attacks")
     e.add_argument("--dataset", default="digits")
     e.add_argument("--model", required=True, help="architecture, pretrained alias, or saved model path")

@@ -75,6 +75,68 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_defend(args: argparse.Namespace) -> int:
+    from .config import parse_eps
+    from .data import load_dataset, require_train
+    from .defenses import DEFENSES, Defended, adversarial_training, distill
+    from .defenses.build import apply_defenses, check_defense
+    from .errors import InputError
+    from .experiment import check_fits, resolve_device, resolve_model
+    from .models import Normalized, save_model
+    from .threat import Norm, ThreatModel
+    from .train import evaluate_accuracy, train
+
+    if not args.defense:
+        raise ConfigError("expected at least one --defense NAME[:key=value,...] (see `sparring list defenses`)")
+    specs = [check_defense(*parse_attack(text)) for text in args.defense]
+    recipes = [s for s in specs if s["kind"] == "training"]
+    if len(recipes) > 1:
+        raise ConfigError(f"expected at most one training defense, got {', '.join(s['name'] for s in recipes)}")
+    recipe = recipes[0] if recipes else None
+    if args.epochs < 0 or (recipe and args.epochs == 0):
+        raise ConfigError(f"--epochs must be >= {1 if recipe else 0} (0: wrap without training), got {args.epochs}")
+    threat = None
+    if recipe and recipe["name"] != "distillation":
+        if args.eps is None:
+            raise ConfigError(f"defense {recipe['name']!r} needs --eps, the training budget (e.g. 0.1 or 8/255)")
+        threat = ThreatModel(Norm.parse(args.norm), parse_eps(args.eps)[1])
+        recipe.update(eps=args.eps, norm=threat.norm.value)
+    device = resolve_device(args.device)
+    ds = load_dataset(args.dataset, data_dir=args.data_dir)
+    model, info = resolve_model(args.model, dataset=ds)
+    net = model.model if isinstance(model, Defended) else model
+    if not isinstance(net, Normalized):
+        raise InputError(f"expected an architecture name or a model saved by sparring, got {args.model!r}")
+    chain = list(info.get("meta", {}).get("defense", [])) + [{k: v for k, v in s.items() if k != "kind"} for s in specs]
+    model = apply_defenses(net, chain)  # noise layers go into net in place; filters wrap it as .model
+    check_fits(model, ds.input_shape, ds.num_classes, ds.name)
+    history: Any = []
+    if args.epochs:
+        x_train, y_train = require_train(ds)
+        common = dict(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                      momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed, device=device,
+                      progress=sys.stderr.isatty(), log=_say)
+        if recipe is None:
+            history = train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test,
+                            schedule=args.schedule or "cosine", **common)
+        elif recipe["name"] == "distillation":
+            model, extra = distill(model, x_train, y_train, schedule=args.schedule or "cosine", **common,
+                                   **recipe["params"])
+            history = {"teacher": extra["teacher_history"], "student": extra["student_history"]}
+        else:
+            model, history = adversarial_training(model, x_train, y_train, method=DEFENSES.meta(recipe["name"])["method"],
+                                                  threat=threat, x_val=ds.x_test, y_val=ds.y_test,
+                                                  schedule=args.schedule, **common, **recipe["params"])
+    model = model.to(device)
+    accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
+    net = model.model if isinstance(model, Defended) else model  # saved: the network; the meta rebuilds the rest
+    paths = save_model(net, Path(args.out), meta={"dataset": ds.name, "classes": list(ds.classes), "defense": chain,
+                                                   "base_model": args.model, "test_accuracy": accuracy,
+                                                   "history": history, "seed": args.seed})
+    print(f"test accuracy {100 * accuracy:.2f}% -> {paths[0]}")
+    return 0
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_dataset, load_inputs
     from .evaluate import evaluate

@@ -130,11 +130,13 @@ def save_model(model: Normalized, path: str | Path, *, meta: dict[str, Any] | No
     return weights, sidecar
 
 
-def load_model(path: str | Path) -> tuple[Normalized, dict[str, Any]]:
+def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild a model written by ``save_model``; ``path`` is the .safetensors, the .json or the stem.
 
     Returns:
-        (model in eval mode, the JSON sidecar as a dict, including the saved meta).
+        (model in eval mode, the JSON sidecar as a dict, including the saved meta). A sidecar with a
+        "defense" list (from ``sparring defend``) gives the network with those defenses applied, e.g.
+        ``Defended(GaussianBlur(1.5), net)`` (``sparring.defenses.build.apply_defenses``).
     Raises:
         DataError: missing/corrupt files, or weights that do not match the sidecar's sha256.
 
@@ -162,4 +164,8 @@ def load_model(path: str | Path) -> tuple[Normalized, dict[str, Any]]:
                         "the pair was not written together")  # fmt: skip
     model = build_model(info["arch"], mean=info["mean"], std=info["std"], **dict(info["arch_kwargs"]))
     load_weights(model, weights)
+    if info.get("defense"):  # written by `sparring defend`: the network's weights, then its defenses rebuilt
+        from ..defenses.build import apply_defenses
+
+        return apply_defenses(model, info["defense"]).eval(), info  # type: ignore[return-value]
     return model.eval(), info
