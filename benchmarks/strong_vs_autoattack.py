@@ -44,11 +44,10 @@ def predict(model: torch.nn.Module, x: torch.Tensor, batch: int) -> torch.Tensor
 
 
 def run_strong(model, x, y, threat, batch, seed, params) -> torch.Tensor:
-    out = x.clone()
-    for start in range(0, len(x), batch):
-        idx = torch.arange(start, min(start + batch, len(x)))
-        out[idx] = strong(model, x[idx], y[idx], threat=threat, generator=SampleGenerators(seed, idx), **params)
-    return out
+    """The whole set in one call, each component in chunks of `batch` over the samples still
+    robust: the same scheduling as AutoAttack's run_standard_evaluation."""
+    return strong(model, x, y, threat=threat, batch_size=batch, generator=SampleGenerators(seed, range(len(x))),
+                  **params)
 
 
 def run_autoattack(cls, model, x, y, threat, batch, seed) -> torch.Tensor:

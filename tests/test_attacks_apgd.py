@@ -118,6 +118,18 @@ def test_strong_is_never_weaker_than_any_of_its_components():
     assert torch.equal(ours, union) and 0 < int(ours.sum()) < len(x)
 
 
+def test_strong_in_chunks_gives_each_sample_what_one_batch_gives():
+    model, x, y = _images(32)
+    threat = ThreatModel(Norm.LINF, 0.1)
+    kwargs = dict(threat=threat, steps=10, restarts=2, target_classes=2, queries=60)
+    whole = strong(model, x, y, generator=SampleGenerators(0, range(len(x))), **kwargs)
+    chunked = strong(model, x, y, batch_size=5, generator=SampleGenerators(0, range(len(x))), **kwargs)
+    assert torch.allclose(whole, chunked, atol=1e-5)
+    assert torch.equal(_fooled(model, whole, y), _fooled(model, chunked, y))
+    with pytest.raises(InputError, match="batch_size"):
+        strong(model, x, y, batch_size=0, **kwargs)
+
+
 def test_strong_minimal_component_needs_a_registered_attack(model, batch):
     x, y = batch
     threat = ThreatModel(Norm.L2, 0.5)
@@ -139,3 +151,28 @@ def test_apgd_restarts_never_hurt_and_rows_do_not_depend_on_the_batch():
     whole = apgd(model, x, y, threat=threat, steps=10, generator=SampleGenerators(1, range(len(x))))
     part = apgd(model, x[4:9], y[4:9], threat=threat, steps=10, generator=SampleGenerators(1, range(4, 9)))
     assert torch.allclose(whole[4:9], part)
+
+
+def test_stacked_apgd_t_matches_one_target_at_a_time_in_strength_and_keeps_rows_independent():
+    model, x, y = _images(48)
+    threat = ThreatModel(Norm.LINF, 0.06)
+    kwargs = dict(threat=threat, steps=10, restarts=2, target_classes=3)
+    gens = lambda idx: SampleGenerators(3, idx)  # noqa: E731
+    stacked = apgd_t(model, x, y, stack=True, generator=gens(range(len(x))), **kwargs)
+    serial = apgd_t(model, x, y, stack=False, generator=gens(range(len(x))), **kwargs)
+    assert float(threat.distance(stacked, x).max()) <= 0.06 + 1e-6
+    a, b = _fooled(model, stacked, y), _fooled(model, serial, y)
+    assert 0 < int(a.sum()) < len(x) and abs(int(a.sum()) - int(b.sum())) <= 2
+    part = apgd_t(model, x[5:17], y[5:17], stack=True, generator=gens(range(5, 17)), **kwargs)
+    assert torch.allclose(stacked[5:17], part, atol=1e-6)
+    one_target = apgd_t(model, x, y, stack=True, generator=gens(range(len(x))), **{**kwargs, "target_classes": 1})
+    assert int(a.sum()) >= int(_fooled(model, one_target, y).sum())  # more targets never fool fewer here
+
+
+def test_tiled_generators_give_each_copy_its_own_stream():
+    from sparring.rng import tile, uniform
+    g = SampleGenerators(0, [3, 7])
+    draws = uniform(tile(g, 3, 11), torch.empty(6, 4))
+    assert torch.equal(draws[0], uniform(SampleGenerators(11, [3]), torch.empty(1, 4))[0])
+    assert torch.equal(draws[5], uniform(SampleGenerators(33, [7]), torch.empty(1, 4))[0])
+    assert len({tuple(r.tolist()) for r in draws}) == 6

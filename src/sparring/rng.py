@@ -103,6 +103,20 @@ class SampleGenerators:
         sub._rows = self._rows[keep.to(self._rows.device)]
         return sub
 
+    def tiled(self, times: int, salt: int) -> "SampleGenerators":
+        """Fresh streams for `times` stacked copies of these rows (copy k in rows k*n..k*n+n-1).
+
+        Copy k of sample i is keyed by (seed + salt * (k + 1), i): the copies draw independently
+        of each other and of this generator, and still only by sample, never by batch.
+        """
+        out = SampleGenerators.__new__(SampleGenerators)
+        out.seed = self.seed
+        copies = [SampleGenerators(self.seed + salt * (k + 1), self._index) for k in range(times)]
+        out._index = self._index.repeat(times)
+        out._streams = _Streams(torch.cat([c._streams.keys for c in copies]))
+        out._rows = torch.arange(out._index.numel())
+        return out
+
     def bits(self, per_row: int, device: torch.device | str = "cpu") -> Tensor:
         """The next `per_row` 64-bit values of each stream, as int64 of shape (len(self), per_row)."""
         device = torch.device(device)
@@ -166,6 +180,14 @@ def integers(generator: Generators, low: int, high: int, n: int, device: torch.d
     """n integers uniform in [low, high), one per sample (int64)."""
     u = uniform(generator, torch.empty(n, dtype=torch.float64, device=device))
     return (low + (u * (high - low)).floor().to(torch.int64)).clamp_(max=high - 1)
+
+
+def tile(generator: Generators, times: int, salt: int) -> Generators:
+    """Generators for `times` stacked copies of a batch (SampleGenerators.tiled); a shared
+    torch.Generator (or None) simply serves the bigger batch."""
+    if isinstance(generator, SampleGenerators):
+        return generator.tiled(times, salt)
+    return generator
 
 
 def subset(generator: Generators, mask: Tensor) -> Generators:

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..rng import Generators, subset
+from ..rng import Generators, subset, tile
 from ..threat import ThreatModel
 from ._checks import check_batch, check_labels, check_positive_int
 from ._losses import dlr, get_loss, is_adversarial
@@ -35,11 +35,21 @@ def _rows(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
+def _group_done(fooled: Tensor, groups: Tensor | None) -> Tensor:
+    """Per row: did this row, or with `groups` any row of its group, succeed."""
+    if groups is None:
+        return fooled
+    done = torch.zeros(int(groups.max()) + 1 if groups.numel() else 0, dtype=torch.int32, device=fooled.device)
+    return done.index_add_(0, groups, fooled.to(torch.int32))[groups] > 0
+
+
 def apgd_run(model: nn.Module, x: Tensor, start: Tensor, threat: ThreatModel, steps: int,
-             objective: Objective, success: Objective) -> tuple[Tensor, Tensor, Tensor]:
+             objective: Objective, success: Objective, groups: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """One APGD run from `start`; returns (per-sample point, fooled flags, best loss).
 
     The point is the first iterate that fooled the model (`success`), else the best-loss iterate.
+    groups: rows with the same id are runs for one sample (stacked targets); all of them stop
+    as soon as one succeeds.
     """
     n = x.shape[0]
     out, hit = start.clone(), torch.zeros(n, dtype=torch.bool, device=x.device)
@@ -81,7 +91,7 @@ def apgd_run(model: nn.Module, x: Tensor, start: Tensor, threat: ThreatModel, st
             cur = torch.where(_rows(halve, cur), out[act], cur)
             prev = torch.where(_rows(halve, cur), cur, prev)
             grad = torch.where(_rows(halve, cur), best_grad[act], grad)
-        keep = ~fooled
+        keep = ~_group_done(fooled, None if groups is None else groups[act])
         left = int(keep.sum())  # the one host sync per iteration
         if left == 0:
             break
@@ -109,18 +119,25 @@ def _validate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, steps
 
 
 def apgd_batch(model: nn.Module, x: Tensor, labels: Tensor, *, threat: ThreatModel, steps: int, restarts: int,
-               objective: Objective, success: Objective, generator: Generators) -> tuple[Tensor, Tensor]:
-    """APGD with restarts from random points on the samples not yet fooled; (points, fooled)."""
+               objective: Objective, success: Objective, generator: Generators,
+               groups: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """APGD with restarts from random points on the samples not yet fooled; (points, fooled).
+
+    groups (optional, one id per row): rows of a group are alternatives for one sample; once one
+    succeeds the others stop and skip the later restarts.
+    """
     out, hit = x.clone(), torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     best = torch.full((x.shape[0],), -math.inf, device=x.device, dtype=x.dtype)
     with torch.enable_grad():
         for _ in range(restarts):
-            todo = (~hit).nonzero().flatten()
+            free = ~_group_done(hit, groups)
+            todo = free.nonzero().flatten()
             if todo.numel() == 0:
                 break
-            start = threat.random_init(x[todo], subset(generator, ~hit))
+            start = threat.random_init(x[todo], subset(generator, free))
             pts, ok, loss = apgd_run(model, x[todo], start, threat, steps,
-                                     lambda z, r: objective(z, todo[r]), lambda z, r: success(z, todo[r]))
+                                     lambda z, r: objective(z, todo[r]), lambda z, r: success(z, todo[r]),
+                                     None if groups is None else groups[todo])
             take = ok | (loss > best[todo])
             out[todo[take]], best[todo[take]], hit[todo] = pts[take], loss[take], ok
     return out, hit
@@ -150,12 +167,35 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: 
 
 
 def apgd_targeted_batch(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, *, threat: ThreatModel,
-                        steps: int, restarts: int, target_classes: int,
-                        generator: Generators) -> tuple[Tensor, Tensor]:
-    """APGD-T on (x, y): targeted DLR toward each of the top classes in turn; (points, fooled)."""
+                        steps: int, restarts: int, target_classes: int, generator: Generators,
+                        stack: bool | None = None) -> tuple[Tensor, Tensor]:
+    """APGD-T on (x, y): targeted DLR toward each of the top classes; (points, fooled).
+
+    stack: run all targets at once as one batch of (sample, target) rows, a sample's rows
+    stopping together when one succeeds; None means stacked on a GPU, where a few hundred hard
+    samples leave it idle, and one target after another on a CPU, where that order spends no
+    work on targets after the one that succeeds.
+    """
     out, hit = x.clone(), clean_logits.argmax(dim=1) != y
     order = clean_logits.scatter(1, y[:, None], -math.inf).argsort(dim=1, descending=True)
-    for j in range(min(target_classes, clean_logits.shape[1] - 1)):
+    count = min(target_classes, clean_logits.shape[1] - 1)
+    if stack or (stack is None and x.is_cuda):
+        todo = (~hit).nonzero().flatten()
+        m = todo.numel()
+        if m == 0:
+            return out, hit
+        xs, ys = x[todo].repeat(count, *([1] * (x.dim() - 1))), y[todo].repeat(count)
+        ts = order[todo, :count].T.reshape(-1)  # row j * m + i: sample todo[i], target j
+        rows = torch.arange(m, device=x.device)
+        pts, ok = apgd_batch(model, xs, ys, threat=threat, steps=steps, restarts=restarts,
+                             objective=lambda z, r: dlr(z, ts[r], True, true_labels=ys[r]),
+                             success=lambda z, r: z.argmax(dim=1) != ys[r],
+                             generator=tile(subset(generator, ~hit), count, 7919), groups=rows.repeat(count))
+        ok = ok.view(count, m)
+        first = ok.to(torch.int32).argmax(dim=0)  # the first target that succeeded (0 when none did)
+        out[todo], hit[todo] = pts[first * m + rows], ok.any(dim=0)
+        return out, hit
+    for j in range(count):
         todo = (~hit).nonzero().flatten()
         if todo.numel() == 0:
             break
@@ -170,9 +210,10 @@ def apgd_targeted_batch(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Te
 @ATTACKS.register("apgd-t", kind="budget", norms=("linf", "l2", "l1"), needs_grad=True, targeted="never",
                   paper="Croce & Hein 2020, arXiv:2003.01690", test_params={"steps": 5, "target_classes": 2})
 def apgd_t(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: int = 100, restarts: int = 1,
-           target_classes: int = 9, generator: Generators = None) -> Tensor:
+           target_classes: int = 9, stack: bool | None = None, generator: Generators = None) -> Tensor:
     """APGD-T: APGD on the targeted DLR loss toward each of the `target_classes` most likely wrong
     classes (by clean logits) in turn, each run only on the samples not yet misclassified.
+    stack: all targets as one batch (default: on a GPU only); see apgd_targeted_batch.
 
     Croce & Hein, arXiv:2003.01690 (the targeted version of AutoAttack). y holds the true labels;
     the targets are chosen here. Success is any misclassification.
@@ -184,7 +225,7 @@ def apgd_t(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps
     if threat.eps == 0:
         return x.clone()
     return apgd_targeted_batch(model, x, y, logits, threat=threat, steps=steps, restarts=restarts,
-                               target_classes=target_classes, generator=generator)[0]
+                               target_classes=target_classes, generator=generator, stack=stack)[0]
 
 
 __all__ = ["apgd", "apgd_t", "checkpoints"]

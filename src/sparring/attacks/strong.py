@@ -41,7 +41,7 @@ def fork(generator: Generators, component: int) -> Generators:
                   paper="AutoAttack ensemble, Croce & Hein 2020, arXiv:2003.01690; Square arXiv:1912.00049",
                   test_params={"steps": 5, "target_classes": 2, "queries": 30})
 def strong(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: int = 100, restarts: int = 2,
-           target_classes: int = 4, queries: int = 2500, minimal: bool = False,
+           target_classes: int = 4, queries: int = 2500, minimal: bool = False, batch_size: int | None = None,
            generator: Generators = None) -> Tensor:
     """AutoAttack-style ensemble: APGD-CE, APGD-T, [minimal attack], Square, worst case per sample.
 
@@ -50,6 +50,9 @@ def strong(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps
     APGD-T targets; queries:
     Square's budget per sample; minimal: also run the registered minimal-norm attack ("ddn" for
     L2, "deepfool" for Linf), projected onto the eps ball. Fooled samples leave every component.
+    batch_size: pass a whole evaluation set and each component runs over the samples still robust
+    in chunks of at most this many (as AutoAttack does), so the few hard samples of the set run
+    as one batch instead of one small batch per chunk; results per sample are the same.
     The defaults (2 APGD restarts, 4 targets instead of AutoAttack's 9, 2500 queries instead of
     5000, no FAB-T) matched AutoAttack's robust accuracy within seed noise in about 0.4x its CPU
     time on LeNet/MNIST and ResNet-20/CIFAR-10: benchmarks/strong_vs_autoattack.py.
@@ -63,23 +66,27 @@ def strong(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps
     for name, value in (("steps", steps), ("restarts", restarts), ("target_classes", target_classes),
                         ("queries", queries)):
         check_positive_int(name, value)
+    if batch_size is not None:
+        check_positive_int("batch_size", batch_size)
     minimal_fn = ATTACKS.get(MINIMAL[threat.norm]) if minimal else None
     x, y = x.detach(), y.to(device=x.device, dtype=torch.int64)
+    chunk = batch_size or x.shape[0]
     with torch.no_grad():
-        logits = model(x)
+        logits = torch.cat([model(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
     check_labels(y, logits.shape[1])
     out, hit = x.clone(), logits.argmax(dim=1) != y
     if threat.eps == 0:
         return out
 
     def run(component: int, attack: Component) -> None:
-        rows = (~hit).nonzero().flatten()
-        if rows.numel() == 0:
-            return
-        gen = subset(fork(generator, component), ~hit)
-        pts, ok = attack(x[rows], y[rows], logits[rows], gen)
-        keep = ok if component else torch.ones_like(ok)  # APGD-CE's best-loss points stand for the robust
-        out[rows[keep]], hit[rows] = pts[keep], ok
+        todo = (~hit).nonzero().flatten()
+        for start in range(0, todo.numel(), chunk):
+            rows = todo[start:start + chunk]
+            mask = torch.zeros_like(hit)
+            mask[rows] = True
+            pts, ok = attack(x[rows], y[rows], logits[rows], subset(fork(generator, component), mask))
+            keep = ok if component else torch.ones_like(ok)  # APGD-CE's best-loss points stand for the robust
+            out[rows[keep]], hit[rows] = pts[keep], ok
 
     untargeted = lambda z, r, ys: is_adversarial(z, ys[r], False)  # noqa: E731
     run(0, lambda xs, ys, _, g: apgd_batch(model, xs, ys, threat=threat, steps=steps, restarts=restarts,
