@@ -172,6 +172,19 @@ def test_defend_blur_is_rebuilt_on_load(tmp_path, capsys):
     assert result["clean_accuracy"] == pytest.approx(meta["test_accuracy"], abs=1e-9)
 
 
+def test_defend_ensemble_at_takes_saved_surrogates(tmp_path, capsys, digits_model):
+    out = tmp_path / "ens"
+    argv = ["defend", "--model", "digits-cnn", "--defense", f"ensemble-at:surrogates={digits_model},eps_warmup=1",
+            "--eps", "0.1", "--epochs", "1", "--out", str(out)]
+    assert main(argv) == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["defense"][0]["name"] == "ensemble-at" and meta["defense"][0]["params"]["surrogates"] == str(digits_model)
+    assert meta["history"][0]["adversarial_fraction"] == pytest.approx(0.5, abs=0.02)
+    line = _error(capsys, ["defend", "--model", "digits-cnn", "--defense", "ensemble-at:surrogates=digits-cnn",
+                           "--eps", "0.1", "--epochs", "1", "--out", str(out)])
+    assert "bare architecture digits-cnn" in line
+
+
 def test_defend_bad_names_and_params(tmp_path, capsys):
     out = str(tmp_path / "x")
     assert "did you mean 'gaussian-blur'" in _error(capsys, ["defend", "--defense", "gausian-blur", "--out", out])

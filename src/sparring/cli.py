@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -26,7 +27,7 @@ def _value(text: str) -> Any:
             pass
     from .config import parse_eps
 
-    if "/" in text:
+    if re.fullmatch(r"[0-9.]+\s*/\s*[0-9.]+", text):  # a fraction like 8/255; other text (paths) stays text
         return parse_eps(text)[1]
     return text
 

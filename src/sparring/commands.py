@@ -124,9 +124,21 @@ def cmd_defend(args: argparse.Namespace) -> int:
                                    **recipe["params"])
             history = {"teacher": extra["teacher_history"], "student": extra["student_history"]}
         else:
+            params = dict(recipe["params"])
+            if "surrogates" in params:  # ensemble-at: "a+b" -> the models, each checked against the dataset
+                from .models import MODELS
+
+                refs = [r for r in str(params["surrogates"]).split("+") if r]
+                untrained = [r for r in refs if r in MODELS]
+                if untrained:
+                    raise ConfigError(f"expected trained surrogates (pretrained aliases or saved models), got the "
+                                      f"bare architecture {', '.join(untrained)}")
+                params["surrogates"] = [resolve_model(ref, dataset=ds)[0] for ref in refs]
+                for ref, sur in zip(refs, params["surrogates"]):
+                    check_fits(sur, ds.input_shape, ds.num_classes, f"{ds.name} (surrogate {ref})")
             model, history = adversarial_training(model, x_train, y_train, method=DEFENSES.meta(recipe["name"])["method"],
                                                   threat=threat, x_val=ds.x_test, y_val=ds.y_test,
-                                                  schedule=args.schedule, **common, **recipe["params"])
+                                                  schedule=args.schedule, **common, **params)
     model = model.to(device)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
     net = model.model if isinstance(model, Defended) else model  # saved: the network; the meta rebuilds the rest

@@ -22,7 +22,7 @@ __all__ = ["FILTERS", "apply_defenses", "check_defense"]
 
 #: preprocess defenses the CLI can build from their parameters alone (modules with surrogate()).
 FILTERS = ("bit-depth", "gaussian-blur", "jpeg", "median-blur")
-_AT = ("fgsm-at", "fgsm-rs-at", "pgd-at", "trades")
+_AT = ("fgsm-at", "fgsm-rs-at", "pgd-at", "trades", "ensemble-at")
 
 
 def _accepted(name: str, meta: Mapping[str, Any]) -> tuple[str, ...]:
@@ -33,7 +33,7 @@ def _accepted(name: str, meta: Mapping[str, Any]) -> tuple[str, ...]:
         return ("sigma", "where")
     if name in _AT:
         method = meta.get("method")
-        extra = () if method == "fgsm" else ("step_size",)
+        extra = {"fgsm": ("eps_warmup",), "ensemble": ("eps_warmup", "surrogates")}.get(method, ("step_size", "eps_warmup"))
         return tuple(sorted({*meta["params"], *extra} - {"schedule"}))
     if name == "distillation":
         return ("temperature", "student_epochs")
@@ -53,9 +53,9 @@ def check_defense(name: str, params: Mapping[str, Any] | None = None) -> dict[st
     if kind in ("detector", "certified"):
         raise ConfigError(f"defense {name!r} is a {kind} defense; those are evaluated from Python for now "
                           "(sparring.defenses), not by `sparring defend`")
-    if name == "ensemble-at":
-        raise ConfigError("defense 'ensemble-at' needs pre-trained surrogate models; run it from Python for now "
-                          "(sparring.defenses.ensemble_adversarial_training)")
+    if name == "ensemble-at" and not str(params.get("surrogates") or "").strip("+"):
+        raise ConfigError("defense 'ensemble-at' needs surrogates=MODEL+MODEL...: pretrained aliases or saved "
+                          "models (e.g. ensemble-at:surrogates=lenet5-advertorch-clean+models/mnist-b)")
     accepted = _accepted(name, meta)
     if not accepted:
         raise ConfigError(f"defense {name!r} needs more than parameters (a trained module or a layer name); "
