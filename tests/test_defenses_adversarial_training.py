@@ -120,6 +120,28 @@ def test_crafting_in_eval_mode_with_frozen_parameters(digits: tuple[torch.Tensor
     assert modes == {(False, False), (True, True)}  # crafting: eval + frozen; update: train + trainable
 
 
+def test_eps_warmup_ramps_the_crafting_eps_and_step_then_holds(digits: tuple[torch.Tensor, ...],
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[int, set[tuple[float, float]]] = {}
+    craft = METHODS.get("pgd")
+    epoch = {"now": 0}
+
+    def record(m, x, y, g, t, steps, size):
+        seen.setdefault(epoch["now"], set()).add((round(t.eps, 6), round(size, 6)))
+        return craft(m, x, y, g, t, steps, size)
+
+    monkeypatch.setattr(METHODS, "get", lambda name: record)
+    kwargs = dict(FAST, epochs=4, batch_size=64)
+    adversarial_training(tiny_cnn(), digits[0][:128], digits[1][:128], method="pgd", threat=LINF, steps=2,
+                         step_size=0.08, eps_warmup=2, overfit_check=False,
+                         log=lambda line: epoch.update(now=epoch["now"] + 1) if line.startswith("epoch") else None,
+                         **kwargs)
+    assert [sorted(seen[e]) for e in sorted(seen)] == [[(0.05, 0.04)], [(0.1, 0.08)], [(0.1, 0.08)], [(0.1, 0.08)]]
+    with pytest.raises(InputError, match="eps_warmup"):
+        adversarial_training(tiny_cnn(), digits[0][:64], digits[1][:64], method="pgd", threat=LINF, eps_warmup=-1,
+                             **FAST)
+
+
 @pytest.mark.parametrize("with_val", [False, True])
 def test_overfit_guard_restores_best_weights_and_stops(with_val: bool, digits: tuple[torch.Tensor, ...],
                                                        monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,7 @@ from sparring.defenses.smoothing import (
     certified_accuracy,
     clopper_pearson_lower,
     noise_augment,
+    noise_training,
 )
 from sparring.errors import ConfigError, InputError
 from sparring.models import build_model
@@ -163,6 +164,37 @@ def test_noise_augment_is_seeded_and_not_clamped():
     a = noise_augment(x, 0.5, torch.Generator().manual_seed(0))
     assert torch.equal(a, noise_augment(x, 0.5, torch.Generator().manual_seed(0)))
     assert float(a.max()) > 1.0 and abs(float((a - x).std()) - 0.5) < 0.1
+
+
+def test_noise_training_is_seeded_and_makes_the_base_classifier_robust_to_its_noise():
+    from sklearn.datasets import load_digits
+
+    from sparring.train import train
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
+    y = torch.tensor(digits.target)
+    x_tr, y_tr, x_te, y_te = x[:1400], y[:1400], x[1400:], y[1400:]
+    kwargs = dict(epochs=6, optimizer="adam", lr=3e-3, weight_decay=0.0, progress=False)
+
+    def fit(noisy: bool, seed: int = 0) -> nn.Module:
+        torch.manual_seed(0)
+        model = build_model("digits-cnn")
+        if noisy:
+            noise_training(model, x_tr, y_tr, sigma=0.5, seed=seed, **kwargs)
+        else:
+            train(model, x_tr, y_tr, seed=seed, **kwargs)
+        return model.eval()
+
+    plain, noisy = fit(False), fit(True)
+    again = fit(True)
+    assert all(torch.equal(a, b) for a, b in zip(noisy.state_dict().values(), again.state_dict().values()))
+    g = torch.Generator().manual_seed(3)
+    x_noisy = noise_augment(x_te, 0.5, g)
+    with torch.no_grad():
+        acc = {name: float((m(x_noisy).argmax(1) == y_te).float().mean()) for name, m in (("plain", plain),
+                                                                                         ("noisy", noisy))}
+    assert acc["noisy"] > acc["plain"] + 0.05, acc  # measured 0.69 vs 0.61
 
 
 def test_smoothing_validates_its_inputs():

@@ -21,11 +21,11 @@ from .preprocess import JPEG, BitDepth, GaussianBlur, MedianBlur, quant_table
 from .reconstruction import ReconstructionDetector, Reformer, build_autoencoder, train_autoencoder
 from .registry import DEFENSES
 from .sweep import ARTICLE_ATTACK, DEFAULT_FILTERS, filter_sweep, honest_check, make_filter
-from .smoothing import SmoothedClassifier, certified_accuracy, clopper_pearson_lower, noise_augment
+from .smoothing import SmoothedClassifier, certified_accuracy, clopper_pearson_lower, noise_augment, noise_training
 
 __all__ = ["ARTICLE_ATTACK", "DEFAULT_FILTERS", "filter_sweep", "honest_check", "make_filter", "LatentNN", "contrastive_loss", "contrastive_training", "latent_features", "latent_view", "plot_latent",
            "triplet_loss", "ReconstructionDetector", "Reformer", "build_autoencoder", "train_autoencoder", "BinaryDetector", "DetectorGuard", "FeatureSqueezing", "Temperature", "detection_rate_at_fpr",
            "distill", "roc_auc", "soft_labels", "threshold_at_fpr", "train_detector", "adversarial_training", "ensemble_adversarial_training", "fgsm_adversarial_training",
            "fgsm_rs_adversarial_training", "pgd_adversarial_training", "trades_training", "BPDA", "DEFENSES", "BitDepth", "Defended", "GaussianBlur", "GaussianNoise", "JPEG", "MedianBlur",
            "SmoothedClassifier", "bpda", "certified_accuracy", "clopper_pearson_lower", "insert_noise",
-           "is_differentiable", "is_random", "noise_augment", "quant_table"]
+           "is_differentiable", "is_random", "noise_augment", "noise_training", "quant_table"]

@@ -110,10 +110,10 @@ class _Recipe:
     def __init__(self, method: str, model: nn.Module, surrogates: tuple[nn.Module, ...], threat: ThreatModel,
                  steps: int, step_size: float, mix: float, beta: float, seed: int,
                  check: tuple[Tensor, Tensor] | None, check_steps: int, drop: float,
-                 log: Callable[[str], Any] | None) -> None:
+                 log: Callable[[str], Any] | None, warmup: int = 0) -> None:
         self.method, self.craft, self.model, self.sources = method, METHODS.get(method), model, (model, *surrogates)
         self.threat, self.steps, self.size, self.mix, self.beta, self.seed = threat, steps, step_size, mix, beta, seed
-        self.check, self.check_steps, self.drop, self.log = check, check_steps, drop, log
+        self.check, self.check_steps, self.drop, self.log, self.warmup = check, check_steps, drop, log, warmup
         self.batches, self.clean, self.adversarial = 0, 0, 0
         self.best: tuple[float, int, dict[str, Tensor]] | None = None
 
@@ -121,8 +121,10 @@ class _Recipe:
         k = int(self.mix * len(y))  # the first k rows of the (shuffled) batch stay clean
         gens = SampleGenerators((self.seed * _GOLDEN + epoch * _M1) % (2**63 - 1), index[k:].tolist())
         source = self.sources[self.batches % len(self.sources)] if self.method == "ensemble" else model
+        scale = min(1.0, epoch / self.warmup) if self.warmup else 1.0
+        threat = ThreatModel(self.threat.norm, self.threat.eps * scale, self.threat.bounds) if scale < 1 else self.threat
         with _frozen(*self.sources):
-            x_adv = self.craft(source, x[k:], y[k:], gens, self.threat, self.steps, self.size).detach()
+            x_adv = self.craft(source, x[k:], y[k:], gens, threat, self.steps, self.size * scale).detach()
         self.batches, self.clean, self.adversarial = self.batches + 1, self.clean + k, self.adversarial + len(y) - k
         if self.method == "trades":
             logits = model(x)
@@ -134,7 +136,7 @@ class _Recipe:
     def epoch_end(self, epoch: int, record: dict[str, Any]) -> bool:
         record["adversarial_fraction"] = self.adversarial / max(self.clean + self.adversarial, 1)
         self.clean = self.adversarial = 0
-        if self.check is None:
+        if self.check is None or epoch < self.warmup:
             return False
         x, y = self.check
         acc = _robust_accuracy(self.model, x, y, threat=self.threat, steps=self.check_steps,
@@ -169,7 +171,7 @@ def adversarial_training(
     weight_decay: float = 5e-4, schedule: str | None = None, augment: str = "none", pad: int = 4,
     steps: int | None = None, step_size: float | None = None, mix: float | None = None,
     surrogates: Sequence[nn.Module] = (), trades_beta: float = 6.0, overfit_check: bool = True,
-    check_steps: int = 10, check_size: int = 256, overfit_drop: float = 0.2, seed: int = 0,
+    check_steps: int = 10, check_size: int = 256, overfit_drop: float = 0.2, eps_warmup: int = 0, seed: int = 0,
     device: str | torch.device = "cpu", progress: bool = True, checkpoint: str | Path | None = None,
     log: Callable[[str], Any] | None = None, x_val: Tensor | None = None, y_val: Tensor | None = None,
 ) -> tuple[nn.Module, History]:
@@ -187,7 +189,10 @@ def adversarial_training(
         ensemble, else 0); surrogates, frozen pre-trained models for "ensemble" (moved to device);
         overfit_check: after each epoch, PGD with check_steps steps on x_val[:check_size] (else the last
         check_size training images); a fall of more than overfit_drop below the best epoch restores the best
-        weights and stops. schedule defaults per method; the rest as in `sparring.train.train`.
+        weights and stops. eps_warmup: the crafting eps (and step size) grows linearly over the first
+        eps_warmup epochs (eps * epoch / eps_warmup), which keeps PGD training at MNIST's eps 0.3 from
+        collapsing to a constant prediction early on; the guard only runs once the full eps is reached.
+        schedule defaults per method; the rest as in `sparring.train.train`.
     Returns: (model, history): train's records plus adversarial_fraction, robust_accuracy (with the
         check) and, on a collapse, overfit=True and restored_epoch.
         >>> model, history = adversarial_training(model, x, y, method="pgd",
@@ -221,6 +226,7 @@ def adversarial_training(
     check_steps = _number(check_steps, "check_steps", 1, integer=True)
     check_size = _number(check_size, "check_size", 1, integer=True)
     drop = float(_number(overfit_drop, "overfit_drop", 0, 1))
+    warmup = _number(eps_warmup, "eps_warmup", 0, integer=True)
     x_train, y_train = _check_data(x_train, y_train, "training")
     dev = _device(device)
     for s in surrogates:
@@ -235,7 +241,7 @@ def adversarial_training(
     elif overfit_check:
         check = (x_train[-check_size:].to(dev, _dtype(model)), y_train[-check_size:].to(dev))
     recipe = _Recipe(method, model, surrogates, threat, steps, step_size, mix, beta, seed, check, check_steps, drop,
-                     log)
+                     log, warmup)
     history = train(model, x_train, y_train, x_val=x_val, y_val=y_val, epochs=epochs, batch_size=batch_size,
                     optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                     schedule=params["schedule"] if schedule is None else schedule, augment=augment, pad=pad,
