@@ -137,6 +137,34 @@ def test_fooling_images_from_noise(tmp_path, capsys, digits_model):
     assert "0..9" in line and "0,10" in line
 
 
+def test_run_config_defenses_train_wrap_and_resume(tmp_path, capsys):
+    from sparring.defenses import Defended, GaussianBlur
+    from sparring.models import load_model
+
+    config = tmp_path / "def.toml"
+    config.write_text('name = "def"\n[data]\nn = 40\n[train]\nepochs = 2\n[evaluate]\neps = ["0.1"]\n'
+                      '[[attacks]]\nname = "pgd"\nsteps = 3\n'
+                      '[[defenses]]\nname = "pgd-at"\neps = "0.1"\nsteps = 2\n'
+                      '[[defenses]]\nname = "gaussian-blur"\nsigma = 1.0\n')
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "with pgd-at" in err
+    model, meta = load_model(out / "model.safetensors")
+    assert isinstance(model, Defended) and isinstance(model.preprocess, GaussianBlur)
+    assert [d["name"] for d in meta["defense"]] == ["pgd-at", "gaussian-blur"]
+    assert "adversarial_fraction" in meta["history"][0]
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert {r.get("defense") for r in records if "defense" in r} == {"pgd-at+gaussian-blur"}
+    assert main(["run", str(config), "--out", str(out)]) == 0  # resume: loads the defended model, nothing redone
+    assert "loaded the model trained earlier" in capsys.readouterr().err
+    assert [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()] == records
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[model]\narch = "digits-cnn"\nweights = "x.safetensors"\n[[defenses]]\nname = "pgd-at"\n'
+                   'eps = "0.1"\n')
+    assert "leave model.weights empty" in _error(capsys, ["run", str(bad), "--out", str(tmp_path / "b")])
+
+
 def test_defend_pgd_at_saves_and_evaluates(tmp_path, capsys):
     out = tmp_path / "pgd"
     argv = ["defend", "--dataset", "digits", "--model", "digits-cnn", "--defense", "pgd-at:steps=3", "--eps", "0.1",

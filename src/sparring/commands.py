@@ -76,31 +76,20 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_defend(args: argparse.Namespace) -> int:
-    from .config import parse_eps
-    from .data import load_dataset, require_train
-    from .defenses import DEFENSES, Defended, adversarial_training, distill
-    from .defenses.build import apply_defenses, check_defense
+    from .data import load_dataset
+    from .defenses import Defended
+    from .defenses.build import apply_defenses
     from .errors import InputError
-    from .experiment import check_fits, resolve_device, resolve_model
+    from .experiment import check_fits, defense_chain, resolve_device, resolve_model, train_defended
     from .models import Normalized, save_model
-    from .threat import Norm, ThreatModel
-    from .train import evaluate_accuracy, train
+    from .train import evaluate_accuracy
 
     if not args.defense:
         raise ConfigError("expected at least one --defense NAME[:key=value,...] (see `sparring list defenses`)")
-    specs = [check_defense(*parse_attack(text)) for text in args.defense]
-    recipes = [s for s in specs if s["kind"] == "training"]
-    if len(recipes) > 1:
-        raise ConfigError(f"expected at most one training defense, got {', '.join(s['name'] for s in recipes)}")
-    recipe = recipes[0] if recipes else None
+    entries = [(*parse_attack(text), args.eps, args.norm) for text in args.defense]
+    specs, recipe, threat = defense_chain(entries)
     if args.epochs < 0 or (recipe and args.epochs == 0):
         raise ConfigError(f"--epochs must be >= {1 if recipe else 0} (0: wrap without training), got {args.epochs}")
-    threat = None
-    if recipe and recipe["name"] != "distillation":
-        if args.eps is None:
-            raise ConfigError(f"defense {recipe['name']!r} needs --eps, the training budget (e.g. 0.1 or 8/255)")
-        threat = ThreatModel(Norm.parse(args.norm), parse_eps(args.eps)[1])
-        recipe.update(eps=args.eps, norm=threat.norm.value)
     device = resolve_device(args.device)
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
     model, info = resolve_model(args.model, dataset=ds)
@@ -112,33 +101,10 @@ def cmd_defend(args: argparse.Namespace) -> int:
     check_fits(model, ds.input_shape, ds.num_classes, ds.name)
     history: Any = []
     if args.epochs:
-        x_train, y_train = require_train(ds)
-        common = dict(epochs=args.epochs, batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                      momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed, device=device,
-                      progress=sys.stderr.isatty(), log=_say)
-        if recipe is None:
-            history = train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test,
-                            schedule=args.schedule or "cosine", **common)
-        elif recipe["name"] == "distillation":
-            model, extra = distill(model, x_train, y_train, schedule=args.schedule or "cosine", **common,
-                                   **recipe["params"])
-            history = {"teacher": extra["teacher_history"], "student": extra["student_history"]}
-        else:
-            params = dict(recipe["params"])
-            if "surrogates" in params:  # ensemble-at: "a+b" -> the models, each checked against the dataset
-                from .models import MODELS
-
-                refs = [r for r in str(params["surrogates"]).split("+") if r]
-                untrained = [r for r in refs if r in MODELS]
-                if untrained:
-                    raise ConfigError(f"expected trained surrogates (pretrained aliases or saved models), got the "
-                                      f"bare architecture {', '.join(untrained)}")
-                params["surrogates"] = [resolve_model(ref, dataset=ds)[0] for ref in refs]
-                for ref, sur in zip(refs, params["surrogates"]):
-                    check_fits(sur, ds.input_shape, ds.num_classes, f"{ds.name} (surrogate {ref})")
-            model, history = adversarial_training(model, x_train, y_train, method=DEFENSES.meta(recipe["name"])["method"],
-                                                  threat=threat, x_val=ds.x_test, y_val=ds.y_test,
-                                                  schedule=args.schedule, **common, **params)
+        model, history = train_defended(model, ds, recipe, threat, schedule=args.schedule, epochs=args.epochs,
+                                        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                                        momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
+                                        device=device, progress=sys.stderr.isatty(), log=_say)
     model = model.to(device)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
     net = model.model if isinstance(model, Defended) else model  # saved: the network; the meta rebuilds the rest

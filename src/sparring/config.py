@@ -67,6 +67,17 @@ class AttackConfig:
 
 
 @dataclass(frozen=True)
+class DefenseConfig:
+    """One [[defenses]] entry: a name of `sparring list defenses` and its parameters; eps and norm
+    are the budget of an adversarial-training recipe (ignored by the others)."""
+
+    name: str
+    eps: str = ""
+    norm: str = "linf"
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     eps: tuple[str, ...] = ("0.05", "0.1", "0.2", "0.3")
     batch_size: int = 256
@@ -92,6 +103,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     attacks: tuple[AttackConfig, ...] = field(default_factory=_default_attacks)
+    defenses: tuple[DefenseConfig, ...] = ()
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "evaluate": EvalConfig}
@@ -105,7 +117,7 @@ def _build(cls: type, table: dict[str, Any], where: str) -> Any:
     values = {}
     for key, raw in table.items():
         default = names[key].default
-        if isinstance(default, tuple) or key == "eps":
+        if isinstance(default, tuple) or (key == "eps" and cls is not DefenseConfig):
             raw = tuple(str(v) for v in (raw if isinstance(raw, list) else [raw]))
             if key == "eps":
                 for v in raw:
@@ -142,7 +154,23 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
             fixed["params"] = {**table.get("params", {}), **extra}
             attacks.append(_build(AttackConfig, fixed, f"attacks[{i}]."))
         values["attacks"] = tuple(attacks)
+    if "defenses" in raw:
+        values["defenses"] = tuple(_table(DefenseConfig, table, f"defenses[{i}].")
+                                   for i, table in enumerate(raw["defenses"]))
     return Config(**values)
+
+
+def _table(cls: type, table: dict[str, Any], where: str) -> Any:
+    """An array-of-tables entry: the dataclass's own keys, every other key into params."""
+    if not isinstance(table, dict) or "name" not in table:
+        raise ConfigError(f"{where[:-1]} needs a name")
+    own = {f.name for f in dataclasses.fields(cls)} - {"params"}
+    fixed = {k: v for k, v in table.items() if k in own}
+    if fixed.get("eps", "") != "":
+        fixed["eps"] = str(fixed["eps"])
+        parse_eps(fixed["eps"])
+    fixed["params"] = {**table.get("params", {}), **{k: v for k, v in table.items() if k not in own and k != "params"}}
+    return _build(cls, fixed, where)
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -183,6 +211,7 @@ def dump_toml(config: Config) -> str:
     lines = [f"{k} = {_toml_value(data[k])}" for k in ("name", "seed", "device")]
     for section in _SECTIONS:
         lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in data[section].items()]
-    for attack in data["attacks"]:
-        lines += ["", "[[attacks]]"] + [f"{k} = {_toml_value(v)}" for k, v in attack.items()]
+    for key in ("attacks", "defenses"):
+        for entry in data[key]:
+            lines += ["", f"[[{key}]]"] + [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
     return "\n".join(lines) + "\n"

@@ -82,6 +82,64 @@ def check_fits(model: nn.Module, shape: tuple[int, ...], num_classes: int, what:
         raise InputError(f"expected the model to output (B, {num_classes}) logits for {what}, got {tuple(out.shape)}")
 
 
+def defense_chain(entries: list[tuple[str, dict[str, Any], str, str]]) -> tuple[list[dict[str, Any]], dict | None, Any]:
+    """Check (name, params, eps, norm) defense entries: (specs, the one training recipe or None, its threat).
+
+    Specs are check_defense's dicts; a recipe other than distillation needs its eps.
+    """
+    from .defenses.build import check_defense
+    from .threat import Norm, ThreatModel
+
+    specs = [check_defense(name, params) for name, params, _, _ in entries]
+    recipes = [(s, eps, norm) for s, (_, _, eps, norm) in zip(specs, entries) if s["kind"] == "training"]
+    if len(recipes) > 1:
+        raise ConfigError(f"expected at most one training defense, got {', '.join(r[0]['name'] for r in recipes)}")
+    if not recipes:
+        return specs, None, None
+    recipe, eps, norm = recipes[0]
+    threat = None
+    if recipe["name"] != "distillation":
+        if not eps:
+            raise ConfigError(f"defense {recipe['name']!r} needs eps, the training budget (--eps, or eps in a "
+                              "config's [[defenses]] entry; e.g. 0.1 or 8/255)")
+        threat = ThreatModel(Norm.parse(norm), parse_eps(eps)[1])
+        recipe.update(eps=eps, norm=threat.norm.value)
+    return specs, recipe, threat
+
+
+def train_defended(model: nn.Module, ds: Any, recipe: dict[str, Any] | None, threat: Any, *,
+                   schedule: str | None, **common: Any) -> tuple[nn.Module, Any]:
+    """Train on ds's training split: plainly (recipe None), by distillation, or by an adversarial-training
+    recipe (ensemble-at's surrogates "a+b" resolved to trained models). Returns (model, history)."""
+    from .data import require_train
+    from .defenses import DEFENSES, adversarial_training, distill
+    from .models import MODELS
+    from .train import train
+
+    x_train, y_train = require_train(ds)
+    if recipe is None:
+        return model, train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test,
+                            schedule=schedule or "cosine", **common)
+    if recipe["name"] == "distillation":
+        if common.pop("augment", "none") != "none":
+            raise ConfigError("defense 'distillation' trains without augmentation: expected augment='none'")
+        model, extra = distill(model, x_train, y_train, schedule=schedule or "cosine", **common, **recipe["params"])
+        return model, {"teacher": extra["teacher_history"], "student": extra["student_history"]}
+    params = dict(recipe["params"])
+    if "surrogates" in params:
+        refs = [r for r in str(params["surrogates"]).split("+") if r]
+        untrained = [r for r in refs if r in MODELS]
+        if untrained:
+            raise ConfigError(f"expected trained surrogates (pretrained aliases or saved models), got the "
+                              f"bare architecture {', '.join(untrained)}")
+        params["surrogates"] = [resolve_model(ref, dataset=ds)[0] for ref in refs]
+        for ref, sur in zip(refs, params["surrogates"]):
+            check_fits(sur, ds.input_shape, ds.num_classes, f"{ds.name} (surrogate {ref})")
+    return adversarial_training(model, x_train, y_train, method=DEFENSES.meta(recipe["name"])["method"],
+                                threat=threat, x_val=ds.x_test, y_val=ds.y_test, schedule=schedule, **common,
+                                **params)
+
+
 def attack_specs(attacks: tuple[AttackConfig, ...], default_eps: tuple[str, ...]) -> list[AttackSpec]:
     """AttackConfig entries -> AttackSpec with parsed epsilons."""
     specs = []
@@ -97,10 +155,11 @@ def attack_specs(attacks: tuple[AttackConfig, ...], default_eps: tuple[str, ...]
 
 def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any = print) -> Path:
     """Train or load, evaluate the attack x eps matrix, write the report; resumes in `out`."""
-    from .data import load_dataset, require_train
+    from .data import load_dataset
+    from .defenses import Defended
+    from .defenses.build import apply_defenses
     from .models import load_model, save_model
     from .report import write_report
-    from .train import train
 
     device = resolve_device(config.device)
     store = RunStore(out)
@@ -109,24 +168,35 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
     trained = out / "model.safetensors"
     need_train = not config.model.weights and not trained.exists()
     ds = load_dataset(config.data.name, data_dir=config.data.data_dir or None, train=need_train)
+    defenses, recipe, threat = defense_chain([(d.name, dict(d.params), d.eps, d.norm) for d in config.defenses])
+    chain = [{k: v for k, v in d.items() if k != "kind"} for d in defenses]
     if config.model.weights:
+        if recipe is not None:
+            raise ConfigError(f"defense {recipe['name']!r} trains the model: leave model.weights empty, got "
+                              f"{config.model.weights!r}")
         model, info = resolve_model(config.model.arch, config.model.weights, dataset=ds)
+        if chain:
+            net = model.model if isinstance(model, Defended) else model
+            model = apply_defenses(net, list(info.get("meta", {}).get("defense", [])) + chain)
     elif trained.exists():
-        model, meta = load_model(trained)
+        model, meta = load_model(trained)  # the saved meta rebuilds the module defenses
         info = {"arch": config.model.arch, "weights": str(trained), "trained_here": True, "history": meta.get("history")}
         log(f"loaded the model trained earlier in this run: {trained}")
     else:
         model, info = resolve_model(config.model.arch, dataset=ds)
-        x_train, y_train = require_train(ds)
+        model = apply_defenses(model, chain)
         t = config.train
-        log(f"training {config.model.arch} on {ds.name} ({len(y_train)} images, {t.epochs} epochs)")
+        how = f" with {recipe['name']}" if recipe else ""
+        log(f"training {config.model.arch}{how} on {ds.name} ({len(ds.y_train)} images, {t.epochs} epochs)")
         tick = time.perf_counter()
-        history = train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test, epochs=t.epochs,
-                        batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
-                        weight_decay=t.weight_decay, schedule=t.schedule, augment=t.augment, seed=config.seed,
-                        device=device, progress=progress, log=log)
+        model, history = train_defended(model, ds, recipe, threat, schedule=t.schedule, epochs=t.epochs,
+                                        batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
+                                        weight_decay=t.weight_decay, augment=t.augment, seed=config.seed,
+                                        device=device, progress=progress, log=log)
         info.update(trained_here=True, train_time_s=time.perf_counter() - tick, history=history)
-        save_model(model, trained, meta={"dataset": ds.name, "classes": list(ds.classes), "history": history})
+        net = model.model if isinstance(model, Defended) else model
+        save_model(net, trained, meta={"dataset": ds.name, "classes": list(ds.classes), "history": history,
+                                       "defense": chain})
     check_fits(model, ds.input_shape, ds.num_classes, ds.name)
     n = config.data.n or len(ds.y_test)
     if n < 0 or n > len(ds.y_test):
@@ -136,7 +206,8 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
                           "model": info, "classes": list(ds.classes)})
     log(f"evaluating {len(specs)} attacks on {n} {ds.name} test images")
     evaluate(model, ds.x_test[:n], ds.y_test[:n], specs, seed=config.seed, batch_size=config.evaluate.batch_size,
-             device=device, context={"model": config.model.arch, "defense": "none", "dataset": ds.name},
+             device=device, context={"model": config.model.arch, "dataset": ds.name,
+                      "defense": "+".join(d["name"] for d in defenses) or "none"},
              done=store.done(), on_record=store.append, gallery_dir=out / "adversarial",
              gallery_size=config.evaluate.gallery)
     write_report(out)
