@@ -71,6 +71,10 @@ def test_insert_noise_fills_cifar_cnn_slots_and_reports_missing_ones():
     assert "\n" not in msg and "noise3" in msg and "net.noise1" in msg and "net.noise2" in msg
     with pytest.raises(ConfigError, match="none"):
         insert_noise(build_model("digits-cnn"), 0.1)
+    small = insert_noise(build_model("mnist-small"), 0.05, where=("noise1", "noise2")).eval()
+    assert isinstance(small.net.features.noise1, GaussianNoise) and isinstance(small.net.classifier.noise2,
+                                                                                 GaussianNoise)
+    assert not torch.equal(small(torch.rand(2, 1, 28, 28)), small(torch.rand(2, 1, 28, 28)))
 
 
 # ---------------------------------------------------------------- randomized smoothing

@@ -3,6 +3,8 @@ better than free") and ``cifar-cnn`` (the seed report's base model)."""
 
 from __future__ import annotations
 
+from collections import OrderedDict
+
 from torch import Tensor, nn
 
 from ..errors import InputError
@@ -23,22 +25,24 @@ class MnistSmall(nn.Module):
     """conv 16 k4 s2 p1, ReLU, conv 32 k4 s2 p1, ReLU, linear 100, ReLU, linear K.
 
     The MNIST model of Wong, Rice & Kolter 2020 ("Fast is better than free", arXiv:2001.03994),
-    LeNet-sized and cheap enough (0.6 MFLOP-MAC per image) for adversarial training on a CPU.
+    LeNet-sized and cheap enough (0.6 M multiply-adds per image) for adversarial training on a CPU.
+    Noise slots noise1 / noise2 as in cifar-cnn (sparring.defenses.insert_noise).
     """
 
     def __init__(self, *, num_classes: int = 10, in_channels: int = 1, image_size: int = 28) -> None:
         super().__init__()
         _check_size(image_size, 4, "mnist-small")
         side = (image_size // 2) // 2
-        self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 16, 4, stride=2, padding=1),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(16, 32, 4, stride=2, padding=1),
-            nn.ReLU(inplace=True),
-        )
-        self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(32 * side * side, 100), nn.ReLU(inplace=True), nn.Linear(100, num_classes)
-        )
+        # noise slots (Identity until insert_noise fills them): after the first conv, between the dense
+        # layers; named so that the weights keep the plain Sequential keys (features.0, classifier.3, ...)
+        self.features = nn.Sequential(OrderedDict([
+            ("0", nn.Conv2d(in_channels, 16, 4, stride=2, padding=1)), ("noise1", nn.Identity()),
+            ("1", nn.ReLU(inplace=True)), ("2", nn.Conv2d(16, 32, 4, stride=2, padding=1)), ("3", nn.ReLU(inplace=True)),
+        ]))
+        self.classifier = nn.Sequential(OrderedDict([
+            ("0", nn.Flatten()), ("1", nn.Linear(32 * side * side, 100)), ("2", nn.ReLU(inplace=True)),
+            ("noise2", nn.Identity()), ("3", nn.Linear(100, num_classes)),
+        ]))
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits (B, K) for a normalized batch (B, C, H, W)."""
