@@ -26,12 +26,12 @@ from sparring.attacks.fgsm import fgsm
 from sparring.attacks.pgd import pgd
 from sparring.data import load_dataset
 from sparring.defenses.contrastive import LatentNN, contrastive_training
-from sparring.defenses.detection import (DetectorGuard, FeatureSqueezing, detection_rate_at_fpr, roc_auc,
-                                         threshold_at_fpr)
+from sparring.defenses.detection import FeatureSqueezing
 from sparring.defenses.detector import train_detector
 from sparring.defenses.distillation import distill
 from sparring.defenses.noise import GaussianNoise, insert_noise
 from sparring.defenses.preprocess import BitDepth, MedianBlur
+from sparring.evaluate.detect import detection_report
 from sparring.models import build_model
 from sparring.rng import SampleGenerators
 from sparring.threat import Norm, ThreatModel
@@ -170,25 +170,6 @@ no defense to adapt to: both of its rows are the same CE attack.
     return text + "\n".join(lines) + "\n"
 
 
-def _joint(guard: DetectorGuard, x: Tensor, y: Tensor, *, seed: int) -> Tensor:
-    """Targeted PGD (margin loss on the K+1 logits) toward the JOINT_TARGETS likeliest wrong classes of the
-    clean image in turn; per sample, the first example classified as its target and not flagged (else the last)."""
-    attackable, best = guard.for_attack(), x.clone()
-    with torch.no_grad():
-        order = guard.model(x).scatter(1, y[:, None], float("-inf")).argsort(dim=1, descending=True)
-    done = torch.zeros(len(x), dtype=torch.bool, device=x.device)
-    for k in range(JOINT_TARGETS):
-        rows = (~done).nonzero().flatten()
-        if len(rows) == 0:
-            break
-        x_adv = pgd(attackable, x[rows], order[rows, k], threat=ThreatModel(Norm.LINF, DETECTOR_EPS), steps=STEPS,
-                    step_size=STEP_SIZE, targeted=True, loss="margin",
-                    generator=SampleGenerators(seed + 2 + k, rows.tolist())).detach()
-        best[rows] = x_adv
-        done[rows] = guard.fooled(x_adv, y[rows])
-    return best
-
-
 def detector(n: int = 500, device: str = "cpu", seed: int = 0) -> str:
     """Detection of PGD Linf 0.3 on MNIST: trained input detector vs feature squeezing, then a joint attack."""
     x_train, y_train, x_test, y_test = _mnist()
@@ -200,21 +181,14 @@ def detector(n: int = 500, device: str = "cpu", seed: int = 0) -> str:
                          epochs=DETECTOR_EPOCHS, seed=seed, device=device).to(device)
     squeeze = FeatureSqueezing(model, [BitDepth(1), MedianBlur(3)]).to(device)
     x, y = x_test[:n].to(device), y_test[:n].to(device)
-    x_pgd = pgd(model, x, y, threat=threat, generator=SampleGenerators(seed + 1, range(n)), **params).detach()
     lines = ["| detector | examples | classifier accuracy (%) | ROC AUC | detected at 5% FPR (%) "
              "| misclassified and undetected (%) |", "|---|---|---:|---:|---:|---:|"]
     for label, d in (("binary detector (inputs)", det), ("feature squeezing (1 bit, median 3x3)", squeeze)):
-        clean = d.scores(x)
-        d.threshold = threshold_at_fpr(clean, FPR)
-        guard = DetectorGuard(model, d)
-        for kind, x_adv in (("PGD on the classifier", x_pgd), ("joint PGD on classifier + detector",
-                                                                _joint(guard, x, y, seed=seed))):
-            adv = d.scores(x_adv)
-            with torch.no_grad():
-                acc = 100 * float((model(x_adv).argmax(1) == y).float().mean())
-            fooled = 100 * float(guard.fooled(x_adv, y).float().mean())
-            lines.append(f"| {label} | {kind} | {acc:.1f} | {roc_auc(clean, adv):.3f} | "
-                         f"{100 * detection_rate_at_fpr(clean, adv, FPR):.1f} | {fooled:.1f} |")
+        report = detection_report(model, d, x, y, threat=threat, attack="pgd", attack_params=params, fpr=FPR,
+                                  joint_targets=JOINT_TARGETS, seed=seed, batch_size=n)
+        for row, kind in zip(report["rows"], ("PGD on the classifier", "joint PGD on classifier + detector")):
+            lines.append(f"| {label} | {kind} | {100 * row['accuracy']:.1f} | {row['auc']:.3f} | "
+                         f"{100 * row['detected']:.1f} | {100 * row['evaded']:.1f} |")
     with torch.no_grad():
         clean_acc = 100 * float((model(x).argmax(1) == y).float().mean())
     text = f"""## 4. Detection of adversarial examples, and a joint attack on classifier + detector

@@ -218,8 +218,11 @@ def test_defend_bad_names_and_params(tmp_path, capsys):
     assert "did you mean 'gaussian-blur'" in _error(capsys, ["defend", "--defense", "gausian-blur", "--out", out])
     line = _error(capsys, ["defend", "--defense", "gaussian-blur:radius=2", "--out", out])
     assert "radius" in line and "sigma" in line
-    assert "evaluated from Python" in _error(capsys, ["defend", "--defense", "feature-squeezing", "--out", out])
-    assert "evaluated from Python" in _error(capsys, ["defend", "--defense", "randomized-smoothing", "--out", out])
+    assert "sparring detect" in _error(capsys, ["defend", "--defense", "feature-squeezing", "--out", out])
+    line = _error(capsys, ["defend", "--defense", "randomized-smoothing:radius=1", "--out", out])
+    assert "radius" in line and "sigma" in line
+    assert "at most one autoencoder" in _error(capsys, ["defend", "--defense", "autoencoder", "--defense",
+                                                        "autoencoder:width=8", "--out", out])
     assert "surrogate" in _error(capsys, ["defend", "--defense", "ensemble-at", "--out", out])
     assert "--eps" in _error(capsys, ["defend", "--defense", "pgd-at", "--out", out])
     assert "at most one" in _error(capsys, ["defend", "--defense", "pgd-at", "--defense", "trades", "--eps", "0.1",

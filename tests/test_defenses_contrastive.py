@@ -55,7 +55,14 @@ def test_registered() -> None:
     assert DEFENSES.get("contrastive") is contrastive_training
     assert meta["kind"] == "training" and meta["differentiable"] is True and meta["random"] is False
     assert meta["params"] == {"margin": 2.0} and "Hadsell" in meta["paper"]
-    assert LatentNN.differentiable is True and LatentNN.random is False
+
+    net = tiny_cnn()
+    nn1 = LatentNN(net, "penultimate", torch.rand(20, 1, 8, 8), torch.arange(2).repeat(10), per_class=2)
+    assert nn1.differentiable is True and nn1.random is False and nn1.for_attack() is nn1
+    x = torch.rand(5, 1, 8, 8)  # "penultimate" = the input of the last Linear = the output of the ReLU "5"
+    assert torch.equal(latent_features(net, "penultimate", x), latent_features(net, "5", x))
+    with pytest.raises(InputError, match="no.*Linear|has none"):
+        latent_features(torch.nn.Sequential(torch.nn.Flatten()), "penultimate", x)
 
 
 def test_contrastive_loss_matches_double_loop() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import _eps_list, parse_attack
+from .commands_defense import cmd_certify, cmd_detect  # noqa: F401  (dispatched by name from cli.main)
 from .config import AttackConfig, Config, EvalConfig, dump_toml, load_config
 from .errors import ConfigError
 
@@ -77,10 +78,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_defend(args: argparse.Namespace) -> int:
     from .data import load_dataset
-    from .defenses import Defended
-    from .defenses.build import apply_defenses
+    from .defenses.build import apply_defenses, network_and_parts
     from .errors import InputError
-    from .experiment import check_fits, defense_chain, resolve_device, resolve_model, train_defended
+    from .experiment import check_fits, defense_chain, resolve_device, resolve_model, train_defended, train_parts
     from .models import Normalized, save_model
     from .train import evaluate_accuracy
 
@@ -93,24 +93,25 @@ def cmd_defend(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
     model, info = resolve_model(args.model, dataset=ds)
-    net = model.model if isinstance(model, Defended) else model
+    net, parts = network_and_parts(model)
     if not isinstance(net, Normalized):
         raise InputError(f"expected an architecture name or a model saved by sparring, got {args.model!r}")
     chain = list(info.get("meta", {}).get("defense", [])) + [{k: v for k, v in s.items() if k != "kind"} for s in specs]
-    model = apply_defenses(net, chain)  # noise layers go into net in place; filters wrap it as .model
+    history: Any = train_parts(chain, ds, parts, seed=args.seed, device=device, progress=sys.stderr.isatty(), log=_say)
+    model = apply_defenses(net, chain, parts)  # noise layers go into net in place; filters wrap it as .model
     check_fits(model, ds.input_shape, ds.num_classes, ds.name)
-    history: Any = []
     if args.epochs:
-        model, history = train_defended(model, ds, recipe, threat, schedule=args.schedule, epochs=args.epochs,
+        model, trained = train_defended(model, ds, recipe, threat, schedule=args.schedule, epochs=args.epochs,
                                         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                                         momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
                                         device=device, progress=sys.stderr.isatty(), log=_say)
+        history = {**history, "model": trained} if history else trained
     model = model.to(device)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
-    net = model.model if isinstance(model, Defended) else model  # saved: the network; the meta rebuilds the rest
+    net, parts = network_and_parts(model)  # saved: the network and trained parts; the meta rebuilds the rest
     paths = save_model(net, Path(args.out), meta={"dataset": ds.name, "classes": list(ds.classes), "defense": chain,
                                                    "base_model": args.model, "test_accuracy": accuracy,
-                                                   "history": history, "seed": args.seed})
+                                                   "history": history or [], "seed": args.seed}, parts=parts)
     print(f"test accuracy {100 * accuracy:.2f}% -> {paths[0]}")
     return 0
 

@@ -37,9 +37,11 @@ def resolve_model(spec: str, weights: str = "", *, dataset: Any = None, weights_
     from .paths import sha256_file
 
     path = Path(spec)
-    if spec not in MODELS and spec not in PRETRAINED and (path.suffix in (".safetensors", ".json") or path.exists()):
+    stem_saved = path.with_name(path.name + ".json").is_file()  # the stem given to --out
+    if spec not in MODELS and spec not in PRETRAINED and (path.suffix in (".safetensors", ".json") or path.exists()
+                                                          or stem_saved):
         model, meta = load_model(path)
-        weight_file = path.with_suffix(".safetensors")
+        weight_file = path.with_name(path.name + ".safetensors") if stem_saved else path.with_suffix(".safetensors")
         return model, {"arch": meta.get("arch", spec), "weights": str(path), "weights_sha256": sha256_file(weight_file) if weight_file.exists() else None, "meta": meta}
     if spec in PRETRAINED:
         if weights:
@@ -85,12 +87,14 @@ def check_fits(model: nn.Module, shape: tuple[int, ...], num_classes: int, what:
 def defense_chain(entries: list[tuple[str, dict[str, Any], str, str]]) -> tuple[list[dict[str, Any]], dict | None, Any]:
     """Check (name, params, eps, norm) defense entries: (specs, the one training recipe or None, its threat).
 
-    Specs are check_defense's dicts; a recipe other than distillation needs its eps.
+    Specs are check_defense's dicts; an adversarial-training recipe needs its eps.
     """
-    from .defenses.build import check_defense
+    from .defenses.build import RECIPES, check_defense
     from .threat import Norm, ThreatModel
 
     specs = [check_defense(name, params) for name, params, _, _ in entries]
+    if sum(s["name"] == "autoencoder" for s in specs) > 1:
+        raise ConfigError("expected at most one autoencoder defense, got two")
     recipes = [(s, eps, norm) for s, (_, _, eps, norm) in zip(specs, entries) if s["kind"] == "training"]
     if len(recipes) > 1:
         raise ConfigError(f"expected at most one training defense, got {', '.join(r[0]['name'] for r in recipes)}")
@@ -98,7 +102,7 @@ def defense_chain(entries: list[tuple[str, dict[str, Any], str, str]]) -> tuple[
         return specs, None, None
     recipe, eps, norm = recipes[0]
     threat = None
-    if recipe["name"] != "distillation":
+    if recipe["name"] not in RECIPES:
         if not eps:
             raise ConfigError(f"defense {recipe['name']!r} needs eps, the training budget (--eps, or eps in a "
                               "config's [[defenses]] entry; e.g. 0.1 or 8/255)")
@@ -107,12 +111,39 @@ def defense_chain(entries: list[tuple[str, dict[str, Any], str, str]]) -> tuple[
     return specs, recipe, threat
 
 
+def train_parts(specs: list[dict[str, Any]], ds: Any, parts: dict[str, Any], *, seed: int, device: str,
+                progress: bool = False, log: Any = None) -> dict[str, Any]:
+    """Train the defense parts that `specs` need and `parts` lacks (the MagNet autoencoder, on ds's clean
+    training images); adds them to `parts` and the image shape to the spec. Returns {name: history}."""
+    from .data import require_train
+    from .defenses import train_autoencoder
+
+    histories: dict[str, Any] = {}
+    for spec in specs:
+        if spec["name"] != "autoencoder" or any(k.startswith("autoencoder.") for k in parts):
+            continue
+        x_train, _ = require_train(ds)
+        if log:
+            log(f"training the autoencoder on {len(x_train)} clean {ds.name} images")
+        p = spec["params"]
+        ae, histories["autoencoder"] = train_autoencoder(
+            x_train, width=int(p["width"]), noise=float(p["noise"]), epochs=int(p["epochs"]), lr=float(p["lr"]),
+            x_val=ds.x_test[:1000], seed=seed, device=device, progress=progress, log=log)
+        spec["shape"] = list(ds.input_shape)
+        parts.update({f"autoencoder.{k}": v.detach().cpu() for k, v in ae.state_dict().items()})
+    return histories
+
+
 def train_defended(model: nn.Module, ds: Any, recipe: dict[str, Any] | None, threat: Any, *,
                    schedule: str | None, **common: Any) -> tuple[nn.Module, Any]:
-    """Train on ds's training split: plainly (recipe None), by distillation, or by an adversarial-training
-    recipe (ensemble-at's surrogates "a+b" resolved to trained models). Returns (model, history)."""
+    """Train on ds's training split: plainly (recipe None), by distillation, with the contrastive loss
+    (deployed as LatentNN over seeded reference images), on Gaussian noise (randomized smoothing's base
+    classifier), or by an adversarial-training recipe (ensemble-at's surrogates "a+b" resolved to trained
+    models). Returns (the deployed model, history)."""
     from .data import require_train
-    from .defenses import DEFENSES, adversarial_training, distill
+    from .defenses import (DEFENSES, LatentNN, adversarial_training, contrastive_training, distill,
+                           noise_training)
+    from .defenses.build import _latent_layer
     from .models import MODELS
     from .train import train
 
@@ -120,12 +151,22 @@ def train_defended(model: nn.Module, ds: Any, recipe: dict[str, Any] | None, thr
     if recipe is None:
         return model, train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test,
                             schedule=schedule or "cosine", **common)
-    if recipe["name"] == "distillation":
-        if common.pop("augment", "none") != "none":
-            raise ConfigError("defense 'distillation' trains without augmentation: expected augment='none'")
-        model, extra = distill(model, x_train, y_train, schedule=schedule or "cosine", **common, **recipe["params"])
+    name, params = recipe["name"], dict(recipe["params"])
+    if name in ("distillation", "contrastive") and common.pop("augment", "none") != "none":
+        raise ConfigError(f"defense {name!r} trains without augmentation: expected augment='none'")
+    if name == "distillation":
+        model, extra = distill(model, x_train, y_train, schedule=schedule or "cosine", **common, **params)
         return model, {"teacher": extra["teacher_history"], "student": extra["student_history"]}
-    params = dict(recipe["params"])
+    if name == "randomized-smoothing":
+        return model, noise_training(model, x_train, y_train, sigma=float(params["sigma"]), x_val=ds.x_test,
+                                     y_val=ds.y_test, schedule=schedule or "cosine", **common)
+    if name == "contrastive":
+        layer, per_class = _latent_layer(model, str(params.pop("layer"))), int(params.pop("per_class"))
+        model, history = contrastive_training(model, x_train, y_train, layer=layer, schedule=schedule or "cosine",
+                                              **common, **params)
+        device = next(model.parameters()).device
+        return LatentNN(model, layer, x_train.to(device), y_train.to(device), per_class=per_class,
+                        seed=int(common.get("seed", 0))), history
     if "surrogates" in params:
         refs = [r for r in str(params["surrogates"]).split("+") if r]
         untrained = [r for r in refs if r in MODELS]
@@ -135,7 +176,7 @@ def train_defended(model: nn.Module, ds: Any, recipe: dict[str, Any] | None, thr
         params["surrogates"] = [resolve_model(ref, dataset=ds)[0] for ref in refs]
         for ref, sur in zip(refs, params["surrogates"]):
             check_fits(sur, ds.input_shape, ds.num_classes, f"{ds.name} (surrogate {ref})")
-    return adversarial_training(model, x_train, y_train, method=DEFENSES.meta(recipe["name"])["method"],
+    return adversarial_training(model, x_train, y_train, method=DEFENSES.meta(name)["method"],
                                 threat=threat, x_val=ds.x_test, y_val=ds.y_test, schedule=schedule, **common,
                                 **params)
 
@@ -156,8 +197,7 @@ def attack_specs(attacks: tuple[AttackConfig, ...], default_eps: tuple[str, ...]
 def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any = print) -> Path:
     """Train or load, evaluate the attack x eps matrix, write the report; resumes in `out`."""
     from .data import load_dataset
-    from .defenses import Defended
-    from .defenses.build import apply_defenses
+    from .defenses.build import apply_defenses, network_and_parts
     from .models import load_model, save_model
     from .report import write_report
 
@@ -166,25 +206,33 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
     store.open(dump_toml(config))
     specs = attack_specs(config.attacks, config.evaluate.eps)
     trained = out / "model.safetensors"
-    need_train = not config.model.weights and not trained.exists()
-    ds = load_dataset(config.data.name, data_dir=config.data.data_dir or None, train=need_train)
     defenses, recipe, threat = defense_chain([(d.name, dict(d.params), d.eps, d.norm) for d in config.defenses])
     chain = [{k: v for k, v in d.items() if k != "kind"} for d in defenses]
-    if config.model.weights:
+    trains_parts = any(d["name"] == "autoencoder" for d in chain)
+    need_train = (not config.model.weights or trains_parts) and not trained.exists()
+    ds = load_dataset(config.data.name, data_dir=config.data.data_dir or None, train=need_train)
+    meta = {"dataset": ds.name, "classes": list(ds.classes)}
+    if trained.exists():  # trained (or given its trained defense parts) earlier in this run
+        model, saved = load_model(trained)  # the saved meta rebuilds the deployed defenses
+        info = {"arch": config.model.arch, "weights": str(trained), "trained_here": True, "history": saved.get("history")}
+        log(f"loaded the model trained earlier in this run: {trained}")
+    elif config.model.weights:
         if recipe is not None:
             raise ConfigError(f"defense {recipe['name']!r} trains the model: leave model.weights empty, got "
                               f"{config.model.weights!r}")
         model, info = resolve_model(config.model.arch, config.model.weights, dataset=ds)
         if chain:
-            net = model.model if isinstance(model, Defended) else model
-            model = apply_defenses(net, list(info.get("meta", {}).get("defense", [])) + chain)
-    elif trained.exists():
-        model, meta = load_model(trained)  # the saved meta rebuilds the module defenses
-        info = {"arch": config.model.arch, "weights": str(trained), "trained_here": True, "history": meta.get("history")}
-        log(f"loaded the model trained earlier in this run: {trained}")
+            net, parts = network_and_parts(model)
+            chain = list(info.get("meta", {}).get("defense", [])) + chain
+            histories = train_parts(chain, ds, parts, seed=config.seed, device=device, progress=progress, log=log)
+            model = apply_defenses(net, chain, parts)
+            if histories:
+                save_model(net, trained, meta={**meta, "history": histories, "defense": chain}, parts=parts)
     else:
         model, info = resolve_model(config.model.arch, dataset=ds)
-        model = apply_defenses(model, chain)
+        parts: dict[str, Any] = {}
+        histories = train_parts(chain, ds, parts, seed=config.seed, device=device, progress=progress, log=log)
+        model = apply_defenses(model, chain, parts)
         t = config.train
         how = f" with {recipe['name']}" if recipe else ""
         log(f"training {config.model.arch}{how} on {ds.name} ({len(ds.y_train)} images, {t.epochs} epochs)")
@@ -194,9 +242,9 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
                                         weight_decay=t.weight_decay, augment=t.augment, seed=config.seed,
                                         device=device, progress=progress, log=log)
         info.update(trained_here=True, train_time_s=time.perf_counter() - tick, history=history)
-        net = model.model if isinstance(model, Defended) else model
-        save_model(net, trained, meta={"dataset": ds.name, "classes": list(ds.classes), "history": history,
-                                       "defense": chain})
+        net, parts = network_and_parts(model)
+        save_model(net, trained, meta={**meta, "history": {**histories, "model": history} if histories else history,
+                                       "defense": chain}, parts=parts)
     check_fits(model, ds.input_shape, ds.num_classes, ds.name)
     n = config.data.n or len(ds.y_test)
     if n < 0 or n > len(ds.y_test):

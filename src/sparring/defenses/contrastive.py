@@ -8,6 +8,7 @@ attack applies to it directly; the report found it no more robust than the plain
 
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -23,27 +24,44 @@ from ..rng import SampleGenerators
 from ..threat import ThreatModel
 from ..train import _check_data, _dtype, _positive, train
 from .adversarial_training import _frozen
+from .bpda import is_differentiable, is_random
 from .registry import DEFENSES
 
-__all__ = ["LatentNN", "contrastive_loss", "contrastive_training", "latent_features", "latent_view",
+__all__ = ["PENULTIMATE", "LatentNN", "contrastive_loss", "contrastive_training", "latent_features", "latent_view",
            "plot_latent", "triplet_loss"]
 
 _PAPER = "Hadsell et al. 2006; student report (seeds/001)"
 _GOLDEN, _M1 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
 
 
-def _layer(model: nn.Module, layer: Any) -> nn.Module:
+#: layer name meaning "the input of the model's last nn.Linear": the penultimate features of any classifier.
+PENULTIMATE = "penultimate"
+
+
+def _layer(model: nn.Module, layer: Any) -> tuple[nn.Module, bool]:
+    """(module to hook, whether its input rather than its output is the latent vector)."""
+    if layer == PENULTIMATE:
+        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+        if not linears:
+            raise InputError("layer 'penultimate' is the input of the model's last nn.Linear, but the model has none; "
+                             "name a layer instead")
+        return linears[-1], True
     names = [n for n, _ in model.named_modules() if n]
     if not isinstance(layer, str) or layer not in names:
-        raise UnknownNameError(f"expected layer to name a module of the model ({', '.join(names)}), got {layer!r}")
-    return model.get_submodule(layer)
+        raise UnknownNameError(f"expected layer to be 'penultimate' or name a module of the model "
+                               f"({', '.join(names)}), got {layer!r}")
+    return model.get_submodule(layer), False
 
 
-def _forward(model: nn.Module, module: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
-    """(logits, flattened output of module) from one forward pass; the last call wins if it runs twice.
+def _forward(model: nn.Module, hook: tuple[nn.Module, bool], x: Tensor) -> tuple[Tensor, Tensor]:
+    """(logits, flattened latent vector) from one forward pass; the last call wins if it runs twice.
     Cloned in the hook, so a following in-place op (ReLU(inplace=True)) cannot alter it."""
     seen: list[Any] = []
-    handle = module.register_forward_hook(lambda m, i, o: seen.append(o.clone() if isinstance(o, Tensor) else o))
+    module, on_input = hook
+    if on_input:
+        handle = module.register_forward_pre_hook(lambda m, i: seen.append(i[0].clone() if i and isinstance(i[0], Tensor) else i))
+    else:
+        handle = module.register_forward_hook(lambda m, i, o: seen.append(o.clone() if isinstance(o, Tensor) else o))
     try:
         logits = model(x)
     finally:
@@ -101,7 +119,7 @@ def triplet_loss(z: Tensor, y: Tensor, *, margin: float = 2.0, positive: Tensor 
 @DEFENSES.register("contrastive", kind="training", differentiable=True, random=False, paper=_PAPER,
                    params={"margin": 2.0}, description="CE + contrastive/triplet loss in a latent layer; LatentNN")
 def contrastive_training(
-    model: nn.Module, x_train: Tensor, y_train: Tensor, *, layer: str, margin: float = 2.0, weight: float = 1.0,
+    model: nn.Module, x_train: Tensor, y_train: Tensor, *, layer: str = PENULTIMATE, margin: float = 2.0, weight: float = 1.0,
     pairs: str = "batch", triplet: bool = False, attack: str | None = None, threat: ThreatModel | None = None,
     attack_steps: int = 10, epochs: int = 10, batch_size: int = 128, optimizer: str = "adam", lr: float = 1e-3,
     momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "cosine", seed: int = 0,
@@ -112,7 +130,8 @@ def contrastive_training(
     Hadsell et al. 2006 and the student report (seeds/001, alpha = 2); triplet: Schroff et al. 2015,
     arXiv:1503.03832, with attacked positives as the report proposes. Runs train()'s batch_loss hook.
     Args: model, x_train, y_train: classifier, float images in [0, 1], int labels. layer: dotted name
-        in model.named_modules() whose output is the latent vector. margin > 0 (alpha); weight >= 0 of
+        in model.named_modules() whose output is the latent vector, or "penultimate" (default:
+        the input of the last nn.Linear). margin > 0 (alpha); weight >= 0 of
         the latent loss; pairs "batch"/"random". triplet: triplet loss instead; attack: None (same-class
         positives), "fgsm" or "pgd" (positive = the anchor attacked under ``threat``, ``attack_steps``).
         epochs ... log: as in ``sparring.train.train`` (Adam, no weight decay by default).
@@ -182,7 +201,22 @@ class LatentNN(nn.Module):
         >>> x_adv = pgd(nn1, x, y, threat=ThreatModel(Norm.LINF, 0.1))
     """
 
-    differentiable, random = True, False
+    @property
+    def differentiable(self) -> bool:
+        return is_differentiable(self.model)
+
+    @property
+    def random(self) -> bool:
+        return is_random(self.model)
+
+    def for_attack(self) -> LatentNN:
+        """This classifier over the attack version of its model (BPDA filters in front), same references."""
+        inner = self.model.for_attack() if hasattr(self.model, "for_attack") else self.model
+        if inner is self.model:
+            return self
+        clone = copy.copy(self)
+        clone._modules = {**self._modules, "model": inner}
+        return clone
 
     def __init__(self, model: nn.Module, layer: str, x_ref: Tensor, y_ref: Tensor, *, per_class: int = 5,
                  seed: int = 0) -> None:

@@ -23,7 +23,7 @@ from .state import _names, _why, read_state_dict
 __all__ = ["load_model", "load_weights", "read_state_dict", "save_model"]
 
 _RESERVED = ("format", "format_version", "arch", "arch_kwargs", "mean", "std", "num_classes",
-             "weights_file", "weights_sha256")  # fmt: skip
+             "weights_file", "weights_sha256", "parts_file", "parts_sha256")  # fmt: skip
 
 
 def load_weights(model: nn.Module, path: str | Path) -> nn.Module:
@@ -93,9 +93,11 @@ def _jsonable(obj: Any) -> Any:
     raise TypeError(f"{type(obj).__name__} is not JSON-serializable")
 
 
-def save_model(model: Normalized, path: str | Path, *, meta: dict[str, Any] | None = None) -> tuple[Path, Path]:
+def save_model(model: Normalized, path: str | Path, *, meta: dict[str, Any] | None = None,
+               parts: dict[str, Any] | None = None) -> tuple[Path, Path]:
     """Write ``<stem>.safetensors`` (weights) and ``<stem>.json`` (arch, arch_kwargs, mean, std,
-    num_classes, sha256 of the weights, plus ``meta``), each atomically; weights first.
+    num_classes, sha256 of the weights, plus ``meta``), each atomically; weights first. ``parts``
+    (tensors of trained defense parts, see sparring.defenses.build) go to ``<stem>.parts.safetensors``.
 
     Returns:
         (weights path, json path).
@@ -121,13 +123,34 @@ def save_model(model: Normalized, path: str | Path, *, meta: dict[str, Any] | No
             "mean": list(model.mean), "std": list(model.std), "num_classes": model.num_classes,
             "weights_file": weights.name, "weights_sha256": hashlib.sha256(data).hexdigest(), **(meta or {})}  # fmt: skip
     try:
-        text = json.dumps(info, indent=2, default=_jsonable)
+        json.dumps(info, default=_jsonable)
     except (TypeError, ValueError) as exc:
         raise InputError(f"meta for {sidecar} is not JSON-serializable ({_why(exc)})") from None
     stem.parent.mkdir(parents=True, exist_ok=True)
+    if parts:
+        extra = save({k: v.detach().to("cpu").contiguous().clone() for k, v in parts.items()})
+        info.update(parts_file=stem.name + ".parts.safetensors", parts_sha256=hashlib.sha256(extra).hexdigest())
+        _write_atomic(stem.with_name(info["parts_file"]), extra)
     _write_atomic(weights, data)
-    _write_atomic(sidecar, (text + "\n").encode())
+    _write_atomic(sidecar, (json.dumps(info, indent=2, default=_jsonable) + "\n").encode())
     return weights, sidecar
+
+
+def _read_parts(stem: Path, info: dict[str, Any], sidecar: Path) -> dict[str, Any]:
+    from safetensors.torch import load_file
+
+    from ..paths import sha256_file
+
+    path = stem.with_name(Path(str(info["parts_file"])).name)  # a bare name: never outside the folder
+    if not path.is_file():
+        raise DataError(f"defense parts {path} not found (described by {sidecar.name})")
+    if sha256_file(path) != info.get("parts_sha256"):
+        raise DataError(f"defense parts {path} do not match {sidecar.name} (sha256 differs); "
+                        "the pair was not written together")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:
+        raise DataError(f"defense parts {path} are truncated or not safetensors ({_why(exc)})") from None
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
@@ -167,5 +190,6 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     if info.get("defense"):  # written by `sparring defend`: the network's weights, then its defenses rebuilt
         from ..defenses.build import apply_defenses
 
-        return apply_defenses(model, info["defense"]).eval(), info  # type: ignore[return-value]
+        parts = _read_parts(stem, info, sidecar) if info.get("parts_file") else None
+        return apply_defenses(model, info["defense"], parts).eval(), info  # type: ignore[return-value]
     return model.eval(), info
