@@ -110,3 +110,8 @@ ADAPTERS: dict[str, dict[str, Callable[..., Run]]] = {
     lib: {name: make(name) for name in SETTINGS}
     for lib, make in [("sparring", _sparring), ("torchattacks", _torchattacks), ("foolbox", _foolbox), ("art", _art)]
 }
+
+# sparring's CW-L2 with each new constant starting from the last point (warm_start=True) and half the
+# steps: a different setting, so it gets its own row; compare it on time *and* median L2.
+ADAPTERS["sparring-warm50"] = {"cw-l2": lambda s, x, y, k: (lambda m: ATTACKS.get("cw-l2")(
+    m, x, y, steps=s["steps"] // 2, search_steps=s["search_steps"], step_size=s["step_size"], warm_start=True))}

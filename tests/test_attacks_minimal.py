@@ -39,6 +39,20 @@ def test_l2_within_125_percent_of_closed_form(name):
     assert float(ratio.median()) <= 1.03  # DeepFool: its 2% overshoot
 
 
+def test_cw_warm_start_is_as_close_on_the_oracle_in_fewer_passes():
+    model, x, y, minimal = linear_problem()
+    counted = {}
+    for warm in (False, True):
+        counting = CountingModel(model)
+        out = cw_l2(counting, x, y, threat=L2, warm_start=warm, **FAST["cw-l2"])
+        assert bool((model(out).argmax(1) != y).all())
+        ratio = (out - x).norm(dim=1) / minimal["l2"]
+        assert float(ratio.min()) >= 1 - 1e-4 and float(ratio.max()) <= 1.25
+        counted[warm] = (counting.counter.forward, float(ratio.median()))
+    assert counted[True][1] <= counted[False][1] + 1e-3  # the next constant starts at the last point, not at x
+    assert counted[True][0] < 0.9 * counted[False][0]  # and converges (aborts early) sooner
+
+
 def test_deepfool_is_exact_on_a_linear_binary_model():
     model, x, y, minimal = linear_problem()
     for threat, norm in ((L2, "l2"), (LINF, "linf")):

@@ -116,3 +116,15 @@ def test_detect_feature_squeezing_and_binary_detector(capsys, plain):
 def test_defend_rejects_detectors_with_a_pointer(tmp_path, capsys):
     line = _error(capsys, ["defend", "--defense", "binary-detector", "--out", str(tmp_path / "x")])
     assert "sparring detect" in line
+
+
+def test_detection_report_does_not_depend_on_batch_size(plain, digits):
+    from sparring.defenses import FeatureSqueezing
+    from sparring.evaluate.detect import detection_report
+    from sparring.threat import Norm, ThreatModel
+
+    model = load_model(plain)[0]
+    x, y = digits.x_test[:24], digits.y_test[:24]
+    reports = [detection_report(model, FeatureSqueezing(model, bits=3), x, y, threat=ThreatModel(Norm.LINF, 0.1),
+                                attack_params={"steps": 5}, batch_size=b) for b in (5, 24)]
+    assert reports[0] == reports[1]

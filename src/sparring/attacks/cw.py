@@ -20,7 +20,8 @@ _SQUASH = 0.95  # w0 = atanh(0.95 * x rescaled to [-1, 1]): see the docstring
                   test_params={"steps": 30, "search_steps": 3, "initial_const": 10.0, "step_size": 0.05})
 def cw_l2(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | None = None, steps: int = 1000,
           search_steps: int = 9, initial_const: float = 1e-2, step_size: float = 0.01, confidence: float = 0.0,
-          abort_early: bool = True, targeted: bool = False, generator: Generators = None) -> Tensor:
+          abort_early: bool = True, warm_start: bool = False, targeted: bool = False,
+          generator: Generators = None) -> Tensor:
     """Carlini-Wagner L2: minimize ||delta||^2 + c * max(gap + confidence, 0) with Adam over w,
     where x + delta = clip(x + (hi - lo) / 2 * (tanh(w) - tanh(w0))), w0 = atanh(0.95 * x rescaled
     to [-1, 1]): the paper's tanh change of variables for the box, written relative to x so that
@@ -34,7 +35,10 @@ def cw_l2(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | None 
     Args: steps (Adam steps per constant, one forward and backward pass each), search_steps
     (constants tried, starting at initial_const: x10 until success, then bisection), step_size
     (Adam learning rate), confidence (the paper's kappa), abort_early (a sample stops when its
-    loss fell by less than 0.01% over steps / 10 steps). Returns the smallest adversarial met
+    loss fell by less than 0.01% over steps / 10 steps), warm_start (each new constant starts from
+    where the last one ended instead of from x, Adam moments reset; not in the paper: on ResNet-20,
+    warm_start=True with steps=50 needs 38% fewer passes than the textbook's steps=100 for a 4%
+    smaller median L2, docs/attack-benchmarks.md). Returns the smallest adversarial met
     (the input where none). Deterministic; `generator` is accepted for the common signature.
         >>> x_adv = cw_l2(model, x, y, steps=1000, search_steps=9)
         >>> norms = (x_adv - x).flatten(1).norm(dim=1)
@@ -96,7 +100,9 @@ def cw_l2(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | None 
             ended = live[done]
             search.update_rows(ended, success[ended])
             rounds[ended] += 1
-            w[ended], m[ended], v[ended] = w0[ended], 0.0, 0.0
+            if not warm_start:
+                w[ended] = w0[ended]
+            m[ended], v[ended] = 0.0, 0.0
             count[ended], previous[ended], success[ended] = 0, float("inf"), False
             live = live[rounds[live] < search_steps]
     return best.result()

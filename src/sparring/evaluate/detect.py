@@ -28,11 +28,12 @@ def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
 
 
 def joint_attack(guard: DetectorGuard, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: int = 40,
-                 step_size: float | None = None, targets: int = 3, seed: int = 0) -> Tensor:
+                 step_size: float | None = None, targets: int = 3, seed: int = 0, offset: int = 0) -> Tensor:
     """Targeted PGD with the margin loss on the guard's K+1 logits (the last one = "detected") toward the
     `targets` likeliest wrong classes of each clean image in turn, through guard.for_attack() (BPDA for a
     non-differentiable detector). Per sample: the first example that is classified as its target and not
-    flagged, else the last one tried (Carlini & Wagner 2017, arXiv:1705.07263).
+    flagged, else the last one tried (Carlini & Wagner 2017, arXiv:1705.07263). Random starts: row i
+    uses SampleGenerators(seed + 2 + k, [offset + i]) for its k-th target, so chunking changes nothing.
         >>> x_adv = joint_attack(DetectorGuard(model, det), x, y, threat=ThreatModel(Norm.LINF, 0.3))
     """
     if isinstance(targets, bool) or not isinstance(targets, int) or targets < 1:
@@ -46,7 +47,7 @@ def joint_attack(guard: DetectorGuard, x: Tensor, y: Tensor, *, threat: ThreatMo
         if len(rows) == 0:
             break
         x_adv = pgd(attackable, x[rows], order[rows, k], threat=threat, steps=steps, step_size=step_size,
-                    targeted=True, loss="margin", generator=SampleGenerators(seed + 2 + k, rows.tolist())).detach()
+                    targeted=True, loss="margin", generator=SampleGenerators(seed + 2 + k, (rows + offset).tolist())).detach()
         best[rows] = x_adv
         done[rows] = guard.fooled(x_adv, y[rows])
     return best
@@ -77,9 +78,10 @@ def detection_report(model: nn.Module, detector: nn.Module, x: Tensor, y: Tensor
              for i in range(0, len(x), batch_size)]  # fmt: skip
     examples = [("attack on the classifier", torch.cat(parts))]
     if joint:
-        examples.append(("joint attack on classifier + detector",
-                         joint_attack(guard, x, y, threat=threat, steps=int(params.get("steps", 40)),
-                                      step_size=params.get("step_size"), targets=joint_targets, seed=seed)))
+        joint_parts = [joint_attack(guard, x[i : i + batch_size], y[i : i + batch_size], threat=threat,
+                                    steps=int(params.get("steps", 40)), step_size=params.get("step_size"),
+                                    targets=joint_targets, seed=seed, offset=i) for i in range(0, len(x), batch_size)]
+        examples.append(("joint attack on classifier + detector", torch.cat(joint_parts)))
     rows = []
     for label, x_adv in examples:
         scores = detector.scores(x_adv)
