@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .cli import _eps_list, parse_attack
-from .commands_defense import cmd_certify, cmd_detect  # noqa: F401  (dispatched by name from cli.main)
+from .commands_defense import cmd_audit, cmd_certify, cmd_detect  # noqa: F401  (dispatched by name from cli.main)
 from .config import AttackConfig, Config, EvalConfig, dump_toml, load_config
 from .errors import ConfigError
 

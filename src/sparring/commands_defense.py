@@ -138,3 +138,61 @@ def cmd_certify(args: argparse.Namespace) -> int:
     print(f"abstained {100 * report['abstained']:.1f}%; the largest radius {args.samples} draws can certify is "
           f"{report['max_radius']:.3f}")
     return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    from .cli import _eps_list
+    from .data import load_dataset
+    from .defenses.build import apply_defenses, check_defense, network_and_parts
+    from .evaluate.audit import audit
+    from .evaluate.planted import planted
+    from .experiment import resolve_device, resolve_model
+    from .threat import Norm, ThreatModel
+
+    eps = [parse_eps(e)[1] for e in _eps_list([args.eps])]
+    if not eps or min(eps) <= 0:
+        raise ConfigError(f"--eps: expected epsilons > 0, got {args.eps!r}")
+    specs = [check_defense(*parse_attack(text)) for text in args.defense]
+    trains = [s["name"] for s in specs if s["kind"] not in ("preprocess", "noise") or s["name"] == "autoencoder"]
+    if trains:
+        raise ConfigError(f"--defense takes filters and noise layers here; {', '.join(trains)} must be trained "
+                          "first (sparring defend), then audited as a saved model")
+    for flag, value in (("--steps", args.steps), ("--square-queries", args.square_queries), ("--n", args.n)):
+        if value < 1:
+            raise ConfigError(f"{flag} must be >= 1, got {value}")
+    device = resolve_device(args.device)
+    ds = load_dataset(args.dataset, data_dir=args.data_dir, train=False)
+    model, _ = _trained(args, ds)
+    if specs:
+        net, parts = network_and_parts(model)
+        model = apply_defenses(net, [{"name": s["name"], "params": s["params"]} for s in specs], parts)
+    if args.planted:
+        model = planted(args.planted, model)
+    surrogate = None
+    if args.surrogate:
+        surrogate = resolve_model(args.surrogate, weights_dir=args.weights_dir)[0].to(device)
+    x, y = _first(ds, args.n, device)
+    threat = ThreatModel(Norm.parse(args.norm), max(eps))
+    adaptive = {"auto": None, "always": True, "never": False}[args.adaptive]
+    report = audit(model.to(device), x, y, threat=threat, eps=eps, steps=args.steps,
+                   square_queries=args.square_queries, surrogate=surrogate, adaptive=adaptive, seed=args.seed,
+                   batch_size=args.batch_size)
+    report.update(dataset=ds.name, model=args.model, planted=args.planted, defense=args.defense, norm=threat.norm.value,
+                  n=len(y))
+    if args.json:
+        print(json.dumps({**report, "naive": {f"{e:g}": v for e, v in report["naive"].items()},
+                          "adaptive": None if report["adaptive"] is None
+                          else {f"{e:g}": v for e, v in report["adaptive"].items()}}))
+        return 1 if report["verdict"] == "fail" else 0
+    what = args.model + (f" + {args.planted} (planted)" if args.planted else "") + "".join(f" + {d}" for d in args.defense)
+    print(f"audit of {what} on {len(y)} {ds.name} test images, {threat.norm.value}: {report['verdict'].upper()}")
+    for c in report["checks"]:
+        why = f" -- {c['cause']}; fix: {c['fix']}" if c["status"] == "fail" and c["cause"] else ""
+        print(f"  {c['status']:4s}  {c['name']:38s} {c['evidence']}{why}")
+    print(f"{'eps':>8s} {'naive robust %':>15s} {'adaptive robust %':>18s}")
+    for e in report["eps"]:
+        adapt = "" if report["adaptive"] is None else f"{100 * report['adaptive'][e]:18.1f}"
+        print(f"{e:8.4g} {100 * report['naive'][e]:15.1f} {adapt}")
+    if report["changes"]:
+        print("adaptive re-run: " + "; ".join(report["changes"]))
+    return 1 if report["verdict"] == "fail" else 0
