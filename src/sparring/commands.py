@@ -63,7 +63,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
     x_train, y_train = require_train(ds)
-    model, _ = resolve_model(args.model, dataset=ds)
+    model, _ = resolve_model(args.model, dataset=ds, seed=args.seed)
     check_fits(model, ds.input_shape, ds.num_classes, ds.name)
     history = train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test, epochs=args.epochs,
                     batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
@@ -92,7 +92,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
         raise ConfigError(f"--epochs must be >= {1 if recipe else 0} (0: wrap without training), got {args.epochs}")
     device = resolve_device(args.device)
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
-    model, info = resolve_model(args.model, dataset=ds)
+    model, info = resolve_model(args.model, dataset=ds, seed=args.seed)
     net, parts = network_and_parts(model)
     if not isinstance(net, Normalized):
         raise InputError(f"expected an architecture name or a model saved by sparring, got {args.model!r}")

@@ -28,10 +28,13 @@ def resolve_device(name: str) -> str:
     return name
 
 
-def resolve_model(spec: str, weights: str = "", *, dataset: Any = None, weights_dir: str | None = None) -> tuple[nn.Module, dict[str, Any]]:
+def resolve_model(spec: str, weights: str = "", *, dataset: Any = None, weights_dir: str | None = None,
+                  seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
     """A model from an architecture name, a pretrained alias, or a saved sparring model path.
 
-    Returns (model, info) where info names the architecture and the weights' source and sha256.
+    A bare architecture gets its initial weights from `seed` (under a forked RNG), so training it is
+    reproducible across processes (a resumed run retrains the same model). Returns (model, info) where
+    info names the architecture and the weights' source and sha256.
     """
     from .models import MODELS, PRETRAINED, build_model, load_model, load_pretrained, load_weights
     from .paths import sha256_file
@@ -65,7 +68,9 @@ def resolve_model(spec: str, weights: str = "", *, dataset: Any = None, weights_
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise UnknownNameError(f"unknown model {spec!r}{hint} (expected an architecture, a pretrained alias "
                                f"or a saved model file; known: {', '.join(known)})")
-    model = build_model(spec, **kwargs)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = build_model(spec, **kwargs)
     info: dict[str, Any] = {"arch": spec, "weights": None}
     if weights:
         load_weights(model, weights)
@@ -229,7 +234,7 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
             if histories:
                 save_model(net, trained, meta={**meta, "history": histories, "defense": chain}, parts=parts)
     else:
-        model, info = resolve_model(config.model.arch, dataset=ds)
+        model, info = resolve_model(config.model.arch, dataset=ds, seed=config.seed)
         parts: dict[str, Any] = {}
         histories = train_parts(chain, ds, parts, seed=config.seed, device=device, progress=progress, log=log)
         model = apply_defenses(model, chain, parts)

@@ -47,12 +47,12 @@ class KillGradient(nn.Module):
         return _Zero.apply(x)
 
 
-#: name -> (what it is, the honest reference the adaptive number should come close to)
+#: name -> what it is
 PLANTED = {
-    "quantization": "input rounded to 5 grey levels (undeclared); reference: the network alone under PGD",
-    "gradient-killer": "identity forward, zero backward (undeclared); reference: the network alone",
-    "noise": "Gaussian noise sigma 0.3 on the input at test time (declared random); reference: EOT PGD",
-    "median": "median filter 3x3 (declared non-differentiable); reference: BPDA PGD",
+    "quantization": "input rounded to 5 grey levels (does not declare itself non-differentiable)",
+    "gradient-killer": "identity forward, zero backward (undeclared)",
+    "noise": "Gaussian noise sigma 0.3 on the input at test time (declared random)",
+    "median": "median filter 3x3 (declared non-differentiable, with a BPDA surrogate)",
 }
 
 

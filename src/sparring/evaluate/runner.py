@@ -9,7 +9,7 @@ taken from `done` and not recomputed, so a killed run resumes where it stopped.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -73,11 +73,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
         robust_by: dict[tuple[str, str], list[tuple[str, Tensor]]] = {}
         for spec in attacks:
             cells = [f"{spec.label}|{spec.norm.value}|{label}" for label, _ in spec.eps]
-            if all(c in done for c in cells):
-                new = [done[c] for c in cells]
-            else:
-                new = _run_attack(model, x, y, logits, correct, spec, seed, batch_size, device, gallery_dir, gallery_size)
-            for (label, _), rec in zip(spec.eps, new):
+            new = _run_attack(model, x, y, logits, correct, spec, seed, batch_size, device, gallery_dir, gallery_size,
+                              {c: done[c] for c in cells if c in done})
+            for (label, _), rec in zip(spec.eps, new):  # each cell is written as soon as it is done
                 emit(rec)
                 robust_by.setdefault((spec.norm.value, label), []).append((spec.label, unpack_mask(rec["robust_bits"], len(y))))
         for (norm, label), pairs in robust_by.items():
@@ -91,20 +89,21 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
 
 def _run_attack(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, correct: Tensor, spec: AttackSpec,
                 seed: int, batch_size: int, device: torch.device, gallery_dir: Path | None,
-                gallery_size: int) -> list[Record]:
-    """Run one attack (once for a minimal attack, once per eps otherwise) and build its records."""
+                gallery_size: int, finished: dict[str, Record]) -> Iterator[Record]:
+    """Yield one attack's records in eps order: a finished cell's stored record, else a new one. A budget
+    attack runs once per eps that is not finished (its record yielded at once, so a kill loses at most
+    the cell in progress); a minimal attack runs once for all its eps, unless all are finished."""
     fn = ATTACKS.get(spec.name)
     # a defended model with a non-differentiable part gives attacks its BPDA version (same forward values);
     # success is always judged on the real model
     attacked = model.for_attack() if callable(getattr(model, "for_attack", None)) else model
     rows = correct.nonzero().flatten()
     minimal = spec.kind == "minimal"
-    runs = [(None, float("inf"))] if minimal else list(spec.eps)
     targets = y
     if spec.targeted:
         targets = choose_targets(clean_logits, y, spec.target, seed, torch.arange(len(y)))
-    out: dict[float, tuple[Tensor, Counter, float]] = {}
-    for _, eps in runs:
+
+    def run(eps: float) -> tuple[Tensor, Counter, float]:
         threat = ThreatModel(spec.norm, eps)
         counter = Counter()
         counted = CountingModel(attacked, counter)
@@ -114,13 +113,17 @@ def _run_attack(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, co
             idx = rows[start:start + batch_size]
             x_adv[idx] = fn(counted, x[idx].to(device), targets[idx].to(device), threat=threat,
                             generator=SampleGenerators(seed, idx), **spec.call_kwargs()).detach().cpu().to(x.dtype)
-        out[eps] = (x_adv, counter, time.perf_counter() - tick)
-    records = []
-    for i, (label, eps) in enumerate(spec.eps):
-        x_adv, counter, seconds = out[float("inf")] if minimal else out[eps]
-        records.append(_cell_record(model, x, y, targets, x_adv, correct, spec, label, eps, counter, seconds,
-                                    batch_size, device, gallery_dir, gallery_size, i))
-    return records
+        return x_adv, counter, time.perf_counter() - tick
+
+    cells = [f"{spec.label}|{spec.norm.value}|{label}" for label, _ in spec.eps]
+    once = run(float("inf")) if minimal and not all(c in finished for c in cells) else None
+    for i, ((label, eps), cell) in enumerate(zip(spec.eps, cells)):
+        if cell in finished:
+            yield finished[cell]
+            continue
+        x_adv, counter, seconds = once if once is not None else run(eps)
+        yield _cell_record(model, x, y, targets, x_adv, correct, spec, label, eps, counter, seconds, batch_size,
+                           device, gallery_dir, gallery_size, i)
 
 
 def _cell_record(model: nn.Module, x: Tensor, y: Tensor, targets: Tensor, x_adv: Tensor, correct: Tensor,
