@@ -149,7 +149,7 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
     a saturated softmax (then the margin loss); robust accuracy non-increasing in eps; iterative no weaker
     than single-step per sample; an unbounded attack reaches chance; convergence (twice the steps and 2
     restarts move accuracy < 0.5 points); Square (black-box) and transfer from `surrogate` never beat
-    white-box per sample; examples still adversarial after 8-bit rounding; targets never the true label.
+    white-box per sample (more than 1% of the samples fooled by them and by neither PGD run fails); examples still adversarial after 8-bit rounding; targets never the true label.
     When a check fails for a masking cause (adaptive=None) or always (adaptive=True), PGD is re-run with the
     fixes found: BPDA (declared surrogates, identity through zero-gradient layers), EOT over `eot_samples`
     draws, margin loss, 3 restarts and twice the steps. Returns {"checks", "eps", "naive", "adaptive",
@@ -205,7 +205,8 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
     if bad:
         fixes |= {"margin", "restarts"}
     x_long = _attack(model, x, y, threat, steps=2 * steps, restarts=2, seed=seed + 2, batch_size=batch_size)
-    acc_long = float((clean & (_predict(model, x_long, batch_size) == y) & ~fooled_pgd).float().mean())
+    fooled_white = fooled_pgd | (_predict(model, x_long, batch_size) != y)  # by either white-box run
+    acc_long = float((clean & ~fooled_white).float().mean())
     drop = naive[threat.eps] - acc_long
     checks.append(_check("convergence", "warn" if drop > 0.005 else "pass",
                          f"PGD-{2 * steps} x 2 restarts: {100 * acc_long:.1f}% against {100 * naive[threat.eps]:.1f}%",
@@ -215,19 +216,20 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
     x_sq = torch.cat([square(model, x[i : i + batch_size], y[i : i + batch_size], threat=threat, queries=square_queries,
                              generator=SampleGenerators(seed + 3, range(i, min(i + batch_size, n)))).detach()
                       for i in range(0, n, batch_size)])
-    only_sq = int((clean & (_predict(model, x_sq, batch_size) != y) & ~fooled_pgd).sum())
-    bad = only_sq > max(1, n // 200)
+    only_sq = int((clean & (_predict(model, x_sq, batch_size) != y) & ~fooled_white).sum())
+    bad = only_sq > max(1, n // 100)
     checks.append(_check("black-box no better than white-box", "fail" if bad else "pass",
-                         f"{only_sq} samples fooled by Square ({square_queries} queries) but not by PGD-{steps}",
+                         f"{only_sq} samples fooled by Square ({square_queries} queries) but by neither PGD-{steps} "
+                         f"nor PGD-{2 * steps} x 2 restarts",
                          "gradients mislead the white-box attack" if bad else "", "BPDA, EOT, margin loss" if bad else ""))
     if bad:
         fixes |= {"margin", "restarts"}
     if surrogate is not None:
         x_t = _attack(surrogate.eval(), x, y, threat, steps=steps, seed=seed + 4, batch_size=batch_size)
-        only_t = int((clean & (_predict(model, x_t, batch_size) != y) & ~fooled_pgd).sum())
-        bad = only_t > max(1, n // 200)
+        only_t = int((clean & (_predict(model, x_t, batch_size) != y) & ~fooled_white).sum())
+        bad = only_t > max(1, n // 100)
         checks.append(_check("transfer no better than white-box", "fail" if bad else "pass",
-                             f"{only_t} samples fooled by examples crafted on the surrogate but not by PGD-{steps}",
+                             f"{only_t} samples fooled by examples crafted on the surrogate but by no white-box run",
                              "gradients mislead the white-box attack" if bad else "", "BPDA, margin loss" if bad else ""))
         if bad:
             fixes |= {"margin", "restarts"}
