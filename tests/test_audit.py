@@ -121,3 +121,25 @@ def test_cli_audit_exit_codes_and_json(tmp_path, capsys, net):
     assert main([*base, "--planted", "nope"]) == 2
     assert "planted defense" in capsys.readouterr().err
     assert main([*base, "--defense", "pgd-at"]) == 2
+
+
+def test_run_records_the_audit_and_the_report_shows_it(tmp_path, capsys):
+    config = tmp_path / "median.toml"
+    config.write_text('name = "median"\n[data]\nn = 40\n[train]\nepochs = 3\n[evaluate]\neps = ["0.05", "0.1"]\n'
+                      '[[attacks]]\nname = "pgd"\nsteps = 5\n[[defenses]]\nname = "median-blur"\n'
+                      '[audit]\nn = 30\nsteps = 5\nsquare_queries = 30\n')
+    out = tmp_path / "run"
+    assert main(["run", str(config), "--out", str(out)]) == 0
+    lines = (out / "results.jsonl").read_text().splitlines()
+    audits = [json.loads(line) for line in lines if json.loads(line)["kind"] == "audit"]
+    assert len(audits) == 1 and audits[0]["verdict"] == "fail" and audits[0]["defense"] == "median-blur"
+    assert any(c["name"] == "non-differentiable layers" and c["status"] == "fail" for c in audits[0]["checks"])
+    assert set(audits[0]["naive"]) == {"0.05", "0.1"} and set(audits[0]["adaptive"]) == {"0.05", "0.1"}
+    html = (out / "report.html").read_text()
+    assert "Audit: digits-cnn / median-blur" in html and "FAIL" in html and "adaptive robust %" in html
+    assert main(["run", str(config), "--out", str(out)]) == 0  # resumed: the audit is not redone
+    assert (out / "results.jsonl").read_text().splitlines() == lines
+    off = tmp_path / "off.toml"
+    off.write_text(config.read_text().replace("[audit]\n", "[audit]\nenabled = false\n"))
+    assert main(["run", str(off), "--out", str(tmp_path / "off")]) == 0
+    assert "audit" not in (tmp_path / "off" / "results.jsonl").read_text()

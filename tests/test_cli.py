@@ -62,7 +62,7 @@ def test_run_folder_and_resume(tmp_path, capsys):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 0 and manifest["dataset"]["sha256"] and manifest["torch"]
     lines = (out / "results.jsonl").read_text().splitlines()
-    assert len(lines) == 1 + 4 + 2
+    assert len(lines) == 1 + 4 + 2 + 1  # clean, cells, worst cases, the audit
     # a kill in the middle of writing: three whole records and half of the fourth survive
     (out / "results.jsonl").write_text("\n".join(lines[:3]) + "\n" + lines[3][:40])
     assert main(["run", str(config), "--out", str(out)]) == 0

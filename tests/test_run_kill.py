@@ -36,6 +36,10 @@ label = "pgd-margin"
 [[attacks]]
 name = "bim"
 steps = 10
+[audit]
+n = 30
+steps = 5
+square_queries = 30
 """
 
 

@@ -94,6 +94,16 @@ def _default_attacks() -> tuple[AttackConfig, ...]:
 
 
 @dataclass(frozen=True)
+class AuditConfig:
+    enabled: bool = True  # the gradient-masking audit after the attacks (report section "Audit")
+    n: int = 100  # first n evaluated images (0 = all of them)
+    norm: str = "linf"
+    eps: tuple[str, ...] = ()  # empty = the evaluation's eps list
+    steps: int = 20
+    square_queries: int = 300
+
+
+@dataclass(frozen=True)
 class Config:
     name: str = "digits"
     seed: int = 0
@@ -104,9 +114,11 @@ class Config:
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     attacks: tuple[AttackConfig, ...] = field(default_factory=_default_attacks)
     defenses: tuple[DefenseConfig, ...] = ()
+    audit: AuditConfig = field(default_factory=AuditConfig)
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "evaluate": EvalConfig}
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "evaluate": EvalConfig,
+             "audit": AuditConfig}
 
 
 def _build(cls: type, table: dict[str, Any], where: str) -> Any:

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .config import AttackConfig, Config, dump_toml, parse_eps
-from .errors import ConfigError, InputError, UnknownNameError
+from .errors import ConfigError, InputError, SparringError, UnknownNameError
 from .evaluate import AttackSpec, evaluate
 from .store import RunStore, environment
 
@@ -199,6 +199,32 @@ def attack_specs(attacks: tuple[AttackConfig, ...], default_eps: tuple[str, ...]
     return specs
 
 
+def audit_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Config, device: str,
+                 context: dict[str, Any]) -> dict[str, Any]:
+    """The audit of `sparring run` as one results.jsonl record (cell "audit"). A failure of the audit
+    itself is recorded (verdict "error" and the message) rather than raised: the cells are already saved."""
+    from .evaluate.audit import audit
+    from .threat import Norm, ThreatModel
+
+    a = config.audit
+    n = min(a.n or len(y), len(y))
+    labels = a.eps or config.evaluate.eps
+    eps = {label: parse_eps(label)[1] for label in labels}
+    base = {"kind": "audit", "cell": "audit", **context, "norm": a.norm, "n": n, "eps_labels": list(eps)}
+    tick = time.perf_counter()
+    try:
+        threat = ThreatModel(Norm.parse(a.norm), max(eps.values()))
+        report = audit(model.to(device), x[:n].to(device), y[:n].to(device), threat=threat, eps=list(eps.values()),
+                       steps=a.steps, square_queries=a.square_queries, seed=config.seed)
+    except (SparringError, RuntimeError, ValueError) as exc:
+        return {**base, "verdict": "error", "error": str(exc).splitlines()[0], "time_s": time.perf_counter() - tick}
+    back = {v: k for k, v in eps.items()}
+    by_label = {k: (None if d is None else {back.get(e, f"{e:g}"): v for e, v in d.items()})
+                for k, d in (("naive", report["naive"]), ("adaptive", report["adaptive"]))}
+    return {**base, "verdict": report["verdict"], "checks": report["checks"], **by_label,
+            "changes": report["changes"], "time_s": time.perf_counter() - tick}
+
+
 def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any = print) -> Path:
     """Train or load, evaluate the attack x eps matrix, write the report; resumes in `out`."""
     from .data import load_dataset
@@ -263,5 +289,10 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
                       "defense": "+".join(d["name"] for d in defenses) or "none"},
              done=store.done(), on_record=store.append, gallery_dir=out / "adversarial",
              gallery_size=config.evaluate.gallery)
+    if config.audit.enabled and "audit" not in store.done():
+        log("auditing the evaluation for gradient masking")
+        context = {"model": config.model.arch, "dataset": ds.name,
+                   "defense": "+".join(d["name"] for d in defenses) or "none"}
+        store.append(audit_record(model, ds.x_test[:n], ds.y_test[:n], config, device, context))
     write_report(out)
     return out

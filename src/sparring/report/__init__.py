@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from .audit import audit_blocks
 from .html import render_html
 from .io import Record, Run, load_gallery, load_run, write_atomic
 from .markdown import render_markdown
@@ -115,6 +116,9 @@ def build_document(run: Run) -> list[Block]:
                                    "over attacks; dotted: clean accuracy."))
         if group["attack"]:
             body += [Heading("Per-cell details", 3), detail_table(model, defense, group)]
+    audits = audit_blocks(run.records)
+    if audits:
+        body += [Heading("Audit"), *audits]
     galleries = gallery_figures(run)
     if galleries:
         body += [Heading("Galleries"), *galleries]
