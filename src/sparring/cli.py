@@ -44,6 +44,11 @@ def parse_attack(text: str) -> tuple[str, dict[str, Any]]:
     return name.strip(), params
 
 
+def _say(*parts: Any) -> None:
+    """Progress and notes for the user: stderr, flushed (stdout stays for results and --json)."""
+    print(*parts, file=sys.stderr, flush=True)
+
+
 def _eps_list(values: list[str]) -> tuple[str, ...]:
     from .config import parse_eps
 
@@ -57,6 +62,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", default=None, help="folder with the datasets (default: $SPARRING_DATA or ../shared/data)")
     p.add_argument("--device", default="cpu", help="auto, cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--seed", type=int, default=0)
+
+
+def _model_args(p: argparse.ArgumentParser, model_help: str = "architecture, pretrained alias, or saved model path",
+                dataset_help: str | None = None) -> None:
+    """--dataset, --model, --weights, --weights-dir: a trained model to evaluate, attack or measure."""
+    p.add_argument("--dataset", default="digits", help=dataset_help)
+    p.add_argument("--model", required=True, help=model_help)
+    p.add_argument("--weights", default="", help="weights file or pretrained alias for --model")
+    p.add_argument("--weights-dir", default=None, help="folder with pretrained files (default $SPARRING_WEIGHTS)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,10 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--schedule", default=None, help="cosine, step, onecycle or none (default: the recipe's)")
     _common(d)
     e = sub.add_parser("evaluate", help="clean and robust accuracy of one model under attacks")
-    e.add_argument("--dataset", default="digits")
-    e.add_argument("--model", required=True, help="architecture, pretrained alias, or saved model path")
-    e.add_argument("--weights", default="", help="weights file or pretrained alias for --model")
-    e.add_argument("--weights-dir", default=None, help="folder with pretrained files (default $SPARRING_WEIGHTS)")
+    _model_args(e)
     e.add_argument("--attack", action="append", default=[], help="NAME[:key=value,...], repeatable")
     e.add_argument("--eps", action="append", default=[], help="epsilons, e.g. 8/255 or 0.1,0.2 (repeatable)")
     e.add_argument("--norm", default="linf", help="l1, l2 or linf")
@@ -105,10 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default=None, help="also write a run folder with results and report")
     _common(e)
     f = sub.add_parser("fool", help="fooling images: noise or blank driven to chosen classes (false positives)")
-    f.add_argument("--dataset", default="digits", help="gives the image shape and the class names")
-    f.add_argument("--model", required=True, help="architecture, pretrained alias, or saved model path")
-    f.add_argument("--weights", default="", help="weights file or pretrained alias for --model")
-    f.add_argument("--weights-dir", default=None, help="folder with pretrained files (default $SPARRING_WEIGHTS)")
+    _model_args(f, dataset_help="gives the image shape and the class names")
     f.add_argument("--classes", default="all", help="target classes: all, or indices such as 0,3,7")
     f.add_argument("--start", default="noise", help="noise, blank or zeros")
     f.add_argument("--steps", type=int, default=500)
@@ -118,10 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(f)
     dt = sub.add_parser("detect", help="train or build a detector of adversarial inputs and measure it (ROC AUC, "
                         "detection at a false-positive rate, and a joint attack on classifier + detector)")
-    dt.add_argument("--dataset", default="digits")
-    dt.add_argument("--model", required=True, help="architecture, pretrained alias, or saved model path")
-    dt.add_argument("--weights", default="", help="weights file or pretrained alias for --model")
-    dt.add_argument("--weights-dir", default=None, help="folder with pretrained files (default $SPARRING_WEIGHTS)")
+    _model_args(dt)
     dt.add_argument("--detector", default="binary-detector",
                     help="binary-detector[:layer=...,hidden=64,epochs=10,train=5000], feature-squeezing[:bits=5,"
                          "window=3] or reconstruction-detector[:epochs=20,noise=0.1,width=16,p=1]")
@@ -135,11 +140,8 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--json", action="store_true", help="print one JSON object")
     _common(dt)
     ce = sub.add_parser("certify", help="certified L2 accuracy of randomized smoothing (Cohen et al. 2019)")
-    ce.add_argument("--dataset", default="digits")
-    ce.add_argument("--model", required=True, help="the base classifier: architecture, pretrained alias, or saved "
+    _model_args(ce, "the base classifier: architecture, pretrained alias, or saved "
                     "model (one from `defend --defense randomized-smoothing` brings its sigma)")
-    ce.add_argument("--weights", default="", help="weights file or pretrained alias for --model")
-    ce.add_argument("--weights-dir", default=None, help="folder with pretrained files (default $SPARRING_WEIGHTS)")
     ce.add_argument("--sigma", type=float, default=None, help="noise std (default: the model's training sigma)")
     ce.add_argument("--radii", default="0,0.25,0.5,0.75,1", help="L2 radii, comma-separated")
     ce.add_argument("--n0", type=int, default=100, help="noisy draws that pick the class")
@@ -151,10 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     _common(ce)
     au = sub.add_parser("audit", help="check an evaluation for gradient masking; re-run adaptively (BPDA, EOT, "
                         "margin loss, restarts) when a check fails")
-    au.add_argument("--dataset", default="digits")
-    au.add_argument("--model", required=True, help="architecture, pretrained alias, or saved model path")
-    au.add_argument("--weights", default="", help="weights file or pretrained alias for --model")
-    au.add_argument("--weights-dir", default=None, help="folder with pretrained files (default $SPARRING_WEIGHTS)")
+    _model_args(au)
     au.add_argument("--defense", action="append", default=[], help="a module defense put on the model first, "
                     "e.g. median-blur:window=3 or gaussian-noise:sigma=0.1 (repeatable)")
     au.add_argument("--planted", default=None, help="wrap the model in a deliberately broken defense: quantization, "

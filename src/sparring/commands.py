@@ -9,14 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from .cli import _eps_list, parse_attack
+from .cli import _eps_list, _say, parse_attack
 from .commands_defense import cmd_audit, cmd_certify, cmd_detect  # noqa: F401  (dispatched by name from cli.main)
 from .config import AttackConfig, Config, EvalConfig, dump_toml, load_config
 from .errors import ConfigError
-
-
-def _say(*parts: Any) -> None:
-    print(*parts, file=sys.stderr, flush=True)
 
 
 def cmd_list(args: argparse.Namespace) -> int:

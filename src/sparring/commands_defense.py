@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from typing import Any
 
-from .cli import parse_attack
+from .cli import _say, parse_attack
 from .config import parse_eps
 from .errors import ConfigError
-
-
-def _say(*parts: Any) -> None:
-    print(*parts, file=sys.stderr, flush=True)
 
 
 def _trained(args: argparse.Namespace, ds: Any) -> tuple[Any, dict[str, Any]]:

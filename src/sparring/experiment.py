@@ -122,6 +122,7 @@ def train_parts(specs: list[dict[str, Any]], ds: Any, parts: dict[str, Any], *, 
     training images); adds them to `parts` and the image shape to the spec. Returns {name: history}."""
     from .data import require_train
     from .defenses import train_autoencoder
+    from .defenses.build import autoencoder_parts
 
     histories: dict[str, Any] = {}
     for spec in specs:
@@ -135,7 +136,7 @@ def train_parts(specs: list[dict[str, Any]], ds: Any, parts: dict[str, Any], *, 
             x_train, width=int(p["width"]), noise=float(p["noise"]), epochs=int(p["epochs"]), lr=float(p["lr"]),
             x_val=ds.x_test[:1000], seed=seed, device=device, progress=progress, log=log)
         spec["shape"] = list(ds.input_shape)
-        parts.update({f"autoencoder.{k}": v.detach().cpu() for k, v in ae.state_dict().items()})
+        parts.update(autoencoder_parts(ae))
     return histories
 
 

@@ -24,7 +24,7 @@ from .noise import insert_noise
 from .reconstruction import Reformer, build_autoencoder
 from .registry import DEFENSES
 
-__all__ = ["FILTERS", "RECIPES", "apply_defenses", "check_defense", "network_and_parts"]
+__all__ = ["FILTERS", "RECIPES", "apply_defenses", "autoencoder_parts", "check_defense", "network_and_parts"]
 
 #: preprocess defenses the CLI can build from their parameters alone (modules with surrogate()).
 FILTERS = ("bit-depth", "gaussian-blur", "jpeg", "median-blur")
@@ -162,6 +162,11 @@ def apply_defenses(model: nn.Module, specs: Sequence[Mapping[str, Any]],
     return model
 
 
+def autoencoder_parts(autoencoder: nn.Module) -> dict[str, Tensor]:
+    """The trained autoencoder as parts: "autoencoder.<state_dict key>" -> CPU tensor (read by apply_defenses)."""
+    return {f"autoencoder.{k}": v.detach().cpu() for k, v in autoencoder.state_dict().items()}
+
+
 def network_and_parts(model: nn.Module) -> tuple[nn.Module, dict[str, Tensor]]:
     """(the network inside apply_defenses' wrappers, its trained parts as a flat dict of CPU tensors).
 
@@ -178,7 +183,7 @@ def network_and_parts(model: nn.Module) -> tuple[nn.Module, dict[str, Tensor]]:
             pre = model.preprocess
             for m in (pre if isinstance(pre, nn.Sequential) else [pre]):
                 if isinstance(m, Reformer):
-                    parts.update({f"autoencoder.{k}": v.detach().cpu() for k, v in m.autoencoder.state_dict().items()})
+                    parts.update(autoencoder_parts(m.autoencoder))
             model = model.model
         else:
             return model, parts

@@ -23,6 +23,7 @@ from ..errors import InputError
 from ..rng import SampleGenerators
 from ..threat import Norm, ThreatModel
 from .masking import attackable, zero_gradient_layers
+from .runner import predict
 from .specs import choose_targets
 
 __all__ = ["audit"]
@@ -32,9 +33,22 @@ def _check(name: str, status: str, evidence: str, cause: str = "", fix: str = ""
     return {"name": name, "status": status, "evidence": evidence, "cause": cause, "fix": fix}
 
 
-@torch.no_grad()
 def _predict(model: nn.Module, x: Tensor, batch_size: int) -> Tensor:
-    return torch.cat([model(x[i : i + batch_size]).argmax(1) for i in range(0, len(x), batch_size)])
+    return predict(model, x, batch_size, x.device).argmax(1).to(x.device)
+
+
+def _symptom(checks: list[dict[str, str]], fixes: set[str], name: str, bad: bool, evidence: str, cause: str,
+             fix: str, needs: set[str], status: str = "fail") -> None:
+    """Append a check that is `status` when `bad` (with its cause and fix, and `needs` added to fixes), else pass."""
+    checks.append(_check(name, status if bad else "pass", evidence, cause if bad else "", fix if bad else ""))
+    if bad:
+        fixes |= needs
+
+
+def _chunked(run: Any, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
+    """run(x_chunk, y_chunk, sample indices) over x in chunks, outputs detached and concatenated."""
+    return torch.cat([run(x[i : i + batch_size], y[i : i + batch_size], range(i, min(i + batch_size, len(x)))).detach()
+                      for i in range(0, len(x), batch_size)])
 
 
 def _static_checks(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> tuple[list[dict[str, str]], set[str]]:
@@ -166,6 +180,8 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
     checks += more
     fixes |= grad_fixes
     random, n = "eot" in fixes, len(x)
+    # Every prediction below is a fresh forward pass: on a random model each one is a new draw, part of
+    # what the audit measures (and of its random stream), so none is reused from an earlier pass.
     clean = _predict(model, x, batch_size) == y
     k = int(model(x[:1]).shape[1])
     naive, naive_adv = {}, {}
@@ -177,62 +193,43 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
     fooled_pgd = ~(clean & (_predict(model, last_adv, batch_size) == y))
     values = [naive[e] for e in eps]
     rises = [f"{a:g} -> {b:g}" for a, b, ra, rb in zip(eps, eps[1:], values, values[1:]) if rb > ra + 1.0 / n]
-    checks.append(_check("non-increasing in eps", "fail" if rises else "pass",
-                         "robust accuracy " + ", ".join(f"{100 * v:.1f}%" for v in values) + f" at eps {eps}",
-                         "accuracy rises with eps: the attack is not finding its way" if rises else "",
-                         "more restarts, margin loss" if rises else ""))
-    if rises:
-        fixes |= {"margin", "restarts"}
-    x_f = torch.cat([fgsm(model, x[i : i + batch_size], y[i : i + batch_size], threat=threat).detach()
-                     for i in range(0, n, batch_size)])
+    _symptom(checks, fixes, "non-increasing in eps", bool(rises),
+             "robust accuracy " + ", ".join(f"{100 * v:.1f}%" for v in values) + f" at eps {eps}",
+             "accuracy rises with eps: the attack is not finding its way", "more restarts, margin loss",
+             {"margin", "restarts"})
+    x_f = _chunked(lambda xs, ys, rows: fgsm(model, xs, ys, threat=threat), x, y, batch_size)
     only_fgsm = int((clean & (_predict(model, x_f, batch_size) != y) & ~fooled_pgd).sum())
-    bad = only_fgsm > max(1, n // 200)
-    checks.append(_check("iterative no weaker than single-step", "fail" if bad else "pass",
-                         f"{only_fgsm} samples fooled by FGSM but not by PGD-{steps}",
-                         "the loss surface is masked near the input" if bad else "", "margin loss, restarts" if bad else ""))
-    if bad:
-        fixes |= {"margin", "restarts"}
+    _symptom(checks, fixes, "iterative no weaker than single-step", only_fgsm > max(1, n // 200),
+             f"{only_fgsm} samples fooled by FGSM but not by PGD-{steps}", "the loss surface is masked near the input",
+             "margin loss, restarts", {"margin", "restarts"})
     lo, hi = threat.bounds
     big = (hi - lo) if threat.norm is Norm.LINF else (hi - lo) * math.sqrt(x[0].numel())
     x_big = _attack(model, x, y, ThreatModel(threat.norm, big, threat.bounds), steps=steps, seed=seed + 1,
                     batch_size=batch_size, random=random, samples=eot_samples)
     acc_big = float((clean & (_predict(model, x_big, batch_size) == y)).float().mean())
-    bad = acc_big > 1.0 / k + 0.05
-    checks.append(_check("unbounded attack reaches chance", "fail" if bad else "pass",
-                         f"{100 * acc_big:.1f}% robust at eps {big:.3g} (the whole box), chance {100 / k:.1f}%",
-                         "even an unlimited perturbation does not fool the model: gradients are masked" if bad else "",
-                         "BPDA, margin loss" if bad else ""))
-    if bad:
-        fixes |= {"margin", "restarts"}
+    _symptom(checks, fixes, "unbounded attack reaches chance", acc_big > 1.0 / k + 0.05,
+             f"{100 * acc_big:.1f}% robust at eps {big:.3g} (the whole box), chance {100 / k:.1f}%",
+             "even an unlimited perturbation does not fool the model: gradients are masked", "BPDA, margin loss",
+             {"margin", "restarts"})
     x_long = _attack(model, x, y, threat, steps=2 * steps, restarts=2, seed=seed + 2, batch_size=batch_size)
     fooled_white = fooled_pgd | (_predict(model, x_long, batch_size) != y)  # by either white-box run
     acc_long = float((clean & ~fooled_white).float().mean())
-    drop = naive[threat.eps] - acc_long
-    checks.append(_check("convergence", "warn" if drop > 0.005 else "pass",
-                         f"PGD-{2 * steps} x 2 restarts: {100 * acc_long:.1f}% against {100 * naive[threat.eps]:.1f}%",
-                         "the attack has not converged" if drop > 0.005 else "", "more steps and restarts" if drop > 0.005 else ""))
-    if drop > 0.005:
-        fixes.add("restarts")
-    x_sq = torch.cat([square(model, x[i : i + batch_size], y[i : i + batch_size], threat=threat, queries=square_queries,
-                             generator=SampleGenerators(seed + 3, range(i, min(i + batch_size, n)))).detach()
-                      for i in range(0, n, batch_size)])
+    _symptom(checks, fixes, "convergence", naive[threat.eps] - acc_long > 0.005,
+             f"PGD-{2 * steps} x 2 restarts: {100 * acc_long:.1f}% against {100 * naive[threat.eps]:.1f}%",
+             "the attack has not converged", "more steps and restarts", {"restarts"}, status="warn")
+    x_sq = _chunked(lambda xs, ys, rows: square(model, xs, ys, threat=threat, queries=square_queries,
+                                                generator=SampleGenerators(seed + 3, rows)), x, y, batch_size)
     only_sq = int((clean & (_predict(model, x_sq, batch_size) != y) & ~fooled_white).sum())
-    bad = only_sq > max(1, n // 100)
-    checks.append(_check("black-box no better than white-box", "fail" if bad else "pass",
-                         f"{only_sq} samples fooled by Square ({square_queries} queries) but by neither PGD-{steps} "
-                         f"nor PGD-{2 * steps} x 2 restarts",
-                         "gradients mislead the white-box attack" if bad else "", "BPDA, EOT, margin loss" if bad else ""))
-    if bad:
-        fixes |= {"margin", "restarts"}
+    _symptom(checks, fixes, "black-box no better than white-box", only_sq > max(1, n // 100),
+             f"{only_sq} samples fooled by Square ({square_queries} queries) but by neither PGD-{steps} "
+             f"nor PGD-{2 * steps} x 2 restarts", "gradients mislead the white-box attack", "BPDA, EOT, margin loss",
+             {"margin", "restarts"})
     if surrogate is not None:
         x_t = _attack(surrogate.eval(), x, y, threat, steps=steps, seed=seed + 4, batch_size=batch_size)
         only_t = int((clean & (_predict(model, x_t, batch_size) != y) & ~fooled_white).sum())
-        bad = only_t > max(1, n // 100)
-        checks.append(_check("transfer no better than white-box", "fail" if bad else "pass",
-                             f"{only_t} samples fooled by examples crafted on the surrogate but by no white-box run",
-                             "gradients mislead the white-box attack" if bad else "", "BPDA, margin loss" if bad else ""))
-        if bad:
-            fixes |= {"margin", "restarts"}
+        _symptom(checks, fixes, "transfer no better than white-box", only_t > max(1, n // 100),
+                 f"{only_t} samples fooled by examples crafted on the surrogate but by no white-box run",
+                 "gradients mislead the white-box attack", "BPDA, margin loss", {"margin", "restarts"})
     rounded = (last_adv * 255).round() / 255
     was = clean & fooled_pgd
     if random:
@@ -244,8 +241,7 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
                              "warn" if lost > max(1, int(was.sum()) // 20) else "pass",
                              f"{lost} of {int(was.sum())} examples are no longer adversarial as 8-bit images (PNG); "
                              "sparring saves float tensors"))
-    with torch.no_grad():
-        logits = torch.cat([model(x[i : i + batch_size]) for i in range(0, n, batch_size)])
+    logits = predict(model, x, batch_size, x.device).to(x.device)
     same = sum(int((choose_targets(logits, y, mode, seed, torch.arange(n)) == y).sum())
                for mode in ("random", "least-likely", "next"))
     checks.append(_check("targets never the true label", "pass" if same == 0 else "fail",

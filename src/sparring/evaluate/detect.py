@@ -16,15 +16,13 @@ from ..defenses.detection import DetectorGuard, detection_rate_at_fpr, roc_auc, 
 from ..errors import InputError
 from ..rng import SampleGenerators
 from ..threat import ThreatModel
+from .runner import predict
 
 __all__ = ["detection_report", "joint_attack"]
 
 
-@torch.no_grad()
 def _accuracy(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> float:
-    hits = sum(int((model(x[i : i + batch_size]).argmax(1) == y[i : i + batch_size]).sum())
-               for i in range(0, len(x), batch_size))  # fmt: skip
-    return hits / len(x)
+    return int((predict(model, x, batch_size, x.device).argmax(1) == y.cpu()).sum()) / len(x)
 
 
 def joint_attack(guard: DetectorGuard, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: int = 40,

@@ -117,22 +117,24 @@ def save_model(model: Normalized, path: str | Path, *, meta: dict[str, Any] | No
         raise InputError(f"meta may not set reserved key(s) {', '.join(clash)}")
     stem = _stem(path)
     weights, sidecar = stem.with_name(stem.name + ".safetensors"), stem.with_name(stem.name + ".json")
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
-    data = save(tensors)
+    def pack(tensors: dict[str, Any]) -> bytes:
+        return save({k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()})
+
+    data, extra = pack(model.state_dict()), pack(parts) if parts else None
     info = {"format": "sparring-model", "format_version": 1, "arch": model.arch, "arch_kwargs": model.arch_kwargs,
             "mean": list(model.mean), "std": list(model.std), "num_classes": model.num_classes,
             "weights_file": weights.name, "weights_sha256": hashlib.sha256(data).hexdigest(), **(meta or {})}  # fmt: skip
+    if extra is not None:
+        info.update(parts_file=stem.name + ".parts.safetensors", parts_sha256=hashlib.sha256(extra).hexdigest())
     try:
-        json.dumps(info, default=_jsonable)
+        text = json.dumps(info, indent=2, default=_jsonable)
     except (TypeError, ValueError) as exc:
         raise InputError(f"meta for {sidecar} is not JSON-serializable ({_why(exc)})") from None
     stem.parent.mkdir(parents=True, exist_ok=True)
-    if parts:
-        extra = save({k: v.detach().to("cpu").contiguous().clone() for k, v in parts.items()})
-        info.update(parts_file=stem.name + ".parts.safetensors", parts_sha256=hashlib.sha256(extra).hexdigest())
+    if extra is not None:
         _write_atomic(stem.with_name(info["parts_file"]), extra)
     _write_atomic(weights, data)
-    _write_atomic(sidecar, (json.dumps(info, indent=2, default=_jsonable) + "\n").encode())
+    _write_atomic(sidecar, (text + "\n").encode())
     return weights, sidecar
 
 
