@@ -56,6 +56,13 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ModelEntry(ModelConfig):
+    """One [[models]] entry of a matrix: a model and the label its rows carry (default: arch)."""
+
+    label: str = ""
+
+
+@dataclass(frozen=True)
 class AttackConfig:
     name: str
     norm: str = "linf"
@@ -78,10 +85,21 @@ class DefenseConfig:
 
 
 @dataclass(frozen=True)
+class VariantConfig:
+    """One [[variants]] entry: a named defense chain (empty = no defense) applied to every model of the
+    matrix; epochs > 0 overrides [train] epochs for it (e.g. fewer for costly adversarial training)."""
+
+    name: str
+    defenses: tuple[DefenseConfig, ...] = ()
+    epochs: int = 0
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     eps: tuple[str, ...] = ("0.05", "0.1", "0.2", "0.3")
     batch_size: int = 256
     gallery: int = 8
+    over: str = "all"  # the report's robust accuracy: over "all" n samples, or over the "correct" ones
 
 
 def _default_attacks() -> tuple[AttackConfig, ...]:
@@ -115,6 +133,8 @@ class Config:
     attacks: tuple[AttackConfig, ...] = field(default_factory=_default_attacks)
     defenses: tuple[DefenseConfig, ...] = ()
     audit: AuditConfig = field(default_factory=AuditConfig)
+    models: tuple[ModelEntry, ...] = ()  # a matrix: these models instead of [model]
+    variants: tuple[VariantConfig, ...] = ()  # a matrix: these defense chains instead of [[defenses]]
 
 
 _SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "evaluate": EvalConfig,
@@ -169,7 +189,43 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
     if "defenses" in raw:
         values["defenses"] = tuple(_table(DefenseConfig, table, f"defenses[{i}].")
                                    for i, table in enumerate(raw["defenses"]))
-    return Config(**values)
+    if "models" in raw:
+        values["models"] = tuple(_build(ModelEntry, _need(table, "arch", f"models[{i}]"), f"models[{i}].")
+                                 for i, table in enumerate(raw["models"]))
+    if "variants" in raw:
+        values["variants"] = tuple(_variant(table, f"variants[{i}]") for i, table in enumerate(raw["variants"]))
+    config = Config(**values)
+    _check_matrix(config)
+    return config
+
+
+def _need(table: Any, key: str, where: str) -> dict[str, Any]:
+    if not isinstance(table, dict) or key not in table:
+        raise ConfigError(f"{where} needs a {key}")
+    return table
+
+
+def _variant(table: Any, where: str) -> VariantConfig:
+    table = dict(_need(table, "name", where))
+    chain = table.pop("defenses", [])
+    if not isinstance(chain, list):
+        raise ConfigError(f"{where}.defenses must be a list of tables like {{name = \"pgd-at\", eps = \"0.1\"}}, got {chain!r}")
+    variant = _build(VariantConfig, table, f"{where}.")
+    return dataclasses.replace(variant, defenses=tuple(_table(DefenseConfig, d, f"{where}.defenses[{j}].")
+                                                      for j, d in enumerate(chain)))
+
+
+def _check_matrix(config: Config) -> None:
+    if config.variants and config.defenses:
+        raise ConfigError("expected either [[defenses]] (one defense chain) or [[variants]] (several), got both")
+    if config.evaluate.over not in ("all", "correct"):
+        raise ConfigError(f"evaluate.over must be \"all\" or \"correct\", got {config.evaluate.over!r}")
+    for what, labels in (("variants", [v.name for v in config.variants]),
+                         ("models", [m.label or m.arch for m in config.models])):
+        bad = sorted({x for x in labels if labels.count(x) > 1 or not x.strip() or "|" in x})
+        if bad:
+            raise ConfigError(f"expected distinct {what} names without '|', got {bad[0]!r} "
+                              f"{'twice' if labels.count(bad[0]) > 1 else ''}".rstrip())
 
 
 def _table(cls: type, table: dict[str, Any], where: str) -> Any:
@@ -223,7 +279,7 @@ def dump_toml(config: Config) -> str:
     lines = [f"{k} = {_toml_value(data[k])}" for k in ("name", "seed", "device")]
     for section in _SECTIONS:
         lines += ["", f"[{section}]"] + [f"{k} = {_toml_value(v)}" for k, v in data[section].items()]
-    for key in ("attacks", "defenses"):
+    for key in ("attacks", "defenses", "models", "variants"):  # empty matrices write nothing: old runs resume
         for entry in data[key]:
             lines += ["", f"[[{key}]]"] + [f"{k} = {_toml_value(v)}" for k, v in entry.items()]
     return "\n".join(lines) + "\n"

@@ -226,33 +226,148 @@ def audit_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Con
             "changes": report["changes"], "time_s": time.perf_counter() - tick}
 
 
+def matrix(config: Config) -> list[tuple[Any, str, Any, str]]:
+    """The (model, model label, variant, cell prefix) units of a config: [[models]] (else [model]) x
+    [[variants]] (else the one [[defenses]] chain). A single unit keeps the plain cell keys ("clean",
+    "pgd|linf|0.1"); in a matrix each key starts with "model|variant|"."""
+    from .config import VariantConfig
+
+    models = list(config.models) or [config.model]
+    variants = list(config.variants) or [VariantConfig("+".join(d.name for d in config.defenses) or "none",
+                                                        config.defenses)]
+    single = len(models) * len(variants) == 1
+    return [(m, getattr(m, "label", "") or m.arch, v, "" if single else f"{getattr(m, 'label', '') or m.arch}|{v.name}|")
+            for m in models for v in variants]
+
+
+class _Prefixed:
+    """A RunStore seen by one matrix unit: cell keys carry the unit's prefix on disk, not in the runner."""
+
+    def __init__(self, store: RunStore, prefix: str) -> None:
+        self.store, self.prefix = store, prefix
+
+    def done(self) -> dict[str, dict[str, Any]]:
+        n = len(self.prefix)
+        return {k[n:]: {**v, "cell": k[n:]} for k, v in self.store.done().items() if k.startswith(self.prefix)}
+
+    def append(self, record: dict[str, Any]) -> None:
+        self.store.append({**record, "cell": self.prefix + record["cell"]})
+
+
+LATENT_POINTS = 500
+
+
+def latent_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: AttackSpec, seed: int, device: str,
+                  out: Path, name: str, context: dict[str, Any]) -> dict[str, Any]:
+    """2-D PCA of the latent space (the 1-NN's layer for a contrastive model, else the input of the last
+    Linear) for the first LATENT_POINTS images, clean and attacked by `spec` at its first eps; the
+    coordinates go to out/name (tensors; the first untargeted budget attack of the run), the record names the file and the mean latent displacement."""
+    from .attacks import ATTACKS
+    from .defenses.contrastive import PENULTIMATE, latent_features, latent_view
+    from .rng import SampleGenerators
+    from .threat import ThreatModel
+
+    net, layer = (model.model, model.layer) if hasattr(model, "references") else (model, PENULTIMATE)
+    m = min(LATENT_POINTS, len(y))
+    x, y = x[:m], y[:m]
+    label, eps = spec.eps[0]
+    attacked = model.for_attack() if callable(getattr(model, "for_attack", None)) else model
+    x_adv = ATTACKS.get(spec.name)(attacked.to(device), x.to(device), y.to(device), threat=ThreatModel(spec.norm, eps),
+                                  generator=SampleGenerators(seed, torch.arange(m)), **spec.call_kwargs()).detach().cpu()
+    view = latent_view(net, layer, x, y, x_adv=x_adv, seed=seed)
+    z, z_adv = latent_features(net, layer, x), latent_features(net, layer, x_adv)
+    centroids = torch.stack([z[y == k].mean(0) for k in y.unique()])
+    spread = float(torch.cdist(centroids, centroids).sum() / max(1, len(centroids) * (len(centroids) - 1)))
+    tmp = out / f".{name}.tmp"
+    torch.save({"clean": torch.as_tensor(view["clean"], dtype=torch.float32),
+                "adversarial": torch.as_tensor(view["adversarial"], dtype=torch.float32), "labels": y.clone()}, tmp)
+    tmp.replace(out / name)
+    return {"kind": "latent", "cell": "latent", **context, "file": name, "method": "pca", "layer": str(layer),
+            "n": m, "attack": spec.label, "norm": spec.norm.value, "eps": eps, "eps_label": label,
+            "mean_shift": float((z_adv - z).norm(dim=1).mean()), "mean_centroid_distance": spread}
+
+
 def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any = print) -> Path:
-    """Train or load, evaluate the attack x eps matrix, write the report; resumes in `out`."""
+    """Train or load every model x defense variant, evaluate the attack x eps matrix on each, audit each,
+    write the report; resumes in `out`."""
     from .data import load_dataset
-    from .defenses.build import apply_defenses, network_and_parts
-    from .models import load_model, save_model
     from .report import write_report
 
     device = resolve_device(config.device)
     store = RunStore(out)
     store.open(dump_toml(config))
     specs = attack_specs(config.attacks, config.evaluate.eps)
-    trained = out / "model.safetensors"
-    defenses, recipe, threat = defense_chain([(d.name, dict(d.params), d.eps, d.norm) for d in config.defenses])
-    chain = [{k: v for k, v in d.items() if k != "kind"} for d in defenses]
-    trains_parts = any(d["name"] == "autoencoder" for d in chain)
-    need_train = (not config.model.weights or trains_parts) and not trained.exists()
+    units = matrix(config)
+    plans = []
+    for m, label, variant, prefix in units:
+        defenses, recipe, threat = defense_chain([(d.name, dict(d.params), d.eps, d.norm) for d in variant.defenses])
+        name = "model.safetensors" if not prefix else f"models/{_slug(label)}__{_slug(variant.name)}.safetensors"
+        plans.append((m, label, variant, prefix, defenses, recipe, threat, out / name))
+    need_train = any((not m.weights or any(d["name"] == "autoencoder" for d in defenses)) and not trained.exists()
+                     for m, _, _, _, defenses, _, _, trained in plans)
     ds = load_dataset(config.data.name, data_dir=config.data.data_dir or None, train=need_train)
+    n = config.data.n or len(ds.y_test)
+    if n < 0 or n > len(ds.y_test):
+        raise ConfigError(f"data.n must be between 1 and {len(ds.y_test)} (0 = all), got {config.data.n}")
+    units = []  # every model is trained (and saved) before any is attacked: the manifest names them all
+    for m, label, variant, prefix, defenses, recipe, threat, trained in plans:
+        model, info = _unit_model(config, ds, m, variant, defenses, recipe, threat, trained, device, progress, log)
+        check_fits(model, ds.input_shape, ds.num_classes, ds.name)
+        units.append((model, info, label, variant, prefix))
+    # the report's latent-space plot (seeds/001, Fig. 8) when any variant is the contrastive defense
+    contrastive = any(d.name == "contrastive" for v in (config.variants or [config]) for d in v.defenses)
+    latent_spec = next((s for s in specs if not s.targeted and s.kind != "minimal"), None)
+    manifest = {**environment(device), "seed": config.seed, "config": config.name,
+                "dataset": {"name": ds.name, "sha256": ds.sha256, "source": ds.source, "n": n},
+                "model": units[0][1], "classes": list(ds.classes)}
+    if len(units) > 1:
+        manifest["models"] = {prefix.rstrip("|"): info for _, info, _, _, prefix in units}
+    store.write_manifest(manifest)
+    for model, info, label, variant, prefix in units:
+        context = {"model": label, "dataset": ds.name, "defense": variant.name}
+        unit = _Prefixed(store, prefix)
+        where = f" ({label} / {variant.name})" if prefix else ""
+        gallery = out / ("adversarial" + (f"__{_slug(label)}__{_slug(variant.name)}" if prefix else ""))
+        log(f"evaluating {len(specs)} attacks on {n} {ds.name} test images{where}")
+        evaluate(model, ds.x_test[:n], ds.y_test[:n], specs, seed=config.seed, batch_size=config.evaluate.batch_size,
+                 device=device, context=context, done=unit.done(), on_record=unit.append, gallery_dir=gallery,
+                 gallery_size=config.evaluate.gallery)
+        if config.audit.enabled and "audit" not in unit.done():
+            log(f"auditing the evaluation for gradient masking{where}")
+            unit.append(audit_record(model, ds.x_test[:n], ds.y_test[:n], config, device, context))
+        if contrastive and latent_spec is not None and "latent" not in unit.done():
+            log(f"projecting the latent space{where}")
+            unit.append(latent_record(model, ds.x_test[:n], ds.y_test[:n], latent_spec, config.seed, device, out,
+                                      f"latent{_slug('__' + label + '__' + variant.name) if prefix else ''}.pt", context))
+    write_report(out)
+    return out
+
+
+def _slug(text: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
+
+
+def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[dict[str, Any]], recipe: Any,
+                threat: Any, trained: Path, device: str, progress: bool, log: Any) -> tuple[nn.Module, dict[str, Any]]:
+    """The deployed model of one matrix unit: loaded when trained earlier in this run, else loaded from its
+    weights (training the defense parts it needs) or trained here, and saved to `trained`."""
+    from .defenses.build import apply_defenses, network_and_parts
+    from .models import load_model, save_model
+
     meta = {"dataset": ds.name, "classes": list(ds.classes)}
+    chain = [{k: v for k, v in d.items() if k != "kind"} for d in defenses]
     if trained.exists():  # trained (or given its trained defense parts) earlier in this run
         model, saved = load_model(trained)  # the saved meta rebuilds the deployed defenses
-        info = {"arch": config.model.arch, "weights": str(trained), "trained_here": True, "history": saved.get("history")}
         log(f"loaded the model trained earlier in this run: {trained}")
-    elif config.model.weights:
+        return model, {"arch": m.arch, "weights": str(trained), "trained_here": True, "history": saved.get("history")}
+    trained.parent.mkdir(parents=True, exist_ok=True)
+    if m.weights:
         if recipe is not None:
             raise ConfigError(f"defense {recipe['name']!r} trains the model: leave model.weights empty, got "
-                              f"{config.model.weights!r}")
-        model, info = resolve_model(config.model.arch, config.model.weights, dataset=ds)
+                              f"{m.weights!r}")
+        model, info = resolve_model(m.arch, m.weights, dataset=ds)
         if chain:
             net, parts = network_and_parts(model)
             chain = list(info.get("meta", {}).get("defense", [])) + chain
@@ -260,40 +375,22 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
             model = apply_defenses(net, chain, parts)
             if histories:
                 save_model(net, trained, meta={**meta, "history": histories, "defense": chain}, parts=parts)
-    else:
-        model, info = resolve_model(config.model.arch, dataset=ds, seed=config.seed)
-        parts: dict[str, Any] = {}
-        histories = train_parts(chain, ds, parts, seed=config.seed, device=device, progress=progress, log=log)
-        model = apply_defenses(model, chain, parts)
-        t = config.train
-        how = f" with {recipe['name']}" if recipe else ""
-        log(f"training {config.model.arch}{how} on {ds.name} ({len(ds.y_train)} images, {t.epochs} epochs)")
-        tick = time.perf_counter()
-        model, history = train_defended(model, ds, recipe, threat, schedule=t.schedule, epochs=t.epochs,
-                                        batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
-                                        weight_decay=t.weight_decay, augment=t.augment, seed=config.seed,
-                                        device=device, progress=progress, log=log)
-        info.update(trained_here=True, train_time_s=time.perf_counter() - tick, history=history)
-        net, parts = network_and_parts(model)
-        save_model(net, trained, meta={**meta, "history": {**histories, "model": history} if histories else history,
-                                       "defense": chain}, parts=parts)
-    check_fits(model, ds.input_shape, ds.num_classes, ds.name)
-    n = config.data.n or len(ds.y_test)
-    if n < 0 or n > len(ds.y_test):
-        raise ConfigError(f"data.n must be between 1 and {len(ds.y_test)} (0 = all), got {config.data.n}")
-    store.write_manifest({**environment(device), "seed": config.seed, "config": config.name,
-                          "dataset": {"name": ds.name, "sha256": ds.sha256, "source": ds.source, "n": n},
-                          "model": info, "classes": list(ds.classes)})
-    log(f"evaluating {len(specs)} attacks on {n} {ds.name} test images")
-    evaluate(model, ds.x_test[:n], ds.y_test[:n], specs, seed=config.seed, batch_size=config.evaluate.batch_size,
-             device=device, context={"model": config.model.arch, "dataset": ds.name,
-                      "defense": "+".join(d["name"] for d in defenses) or "none"},
-             done=store.done(), on_record=store.append, gallery_dir=out / "adversarial",
-             gallery_size=config.evaluate.gallery)
-    if config.audit.enabled and "audit" not in store.done():
-        log("auditing the evaluation for gradient masking")
-        context = {"model": config.model.arch, "dataset": ds.name,
-                   "defense": "+".join(d["name"] for d in defenses) or "none"}
-        store.append(audit_record(model, ds.x_test[:n], ds.y_test[:n], config, device, context))
-    write_report(out)
-    return out
+        return model, info
+    model, info = resolve_model(m.arch, dataset=ds, seed=config.seed)
+    parts: dict[str, Any] = {}
+    histories = train_parts(chain, ds, parts, seed=config.seed, device=device, progress=progress, log=log)
+    model = apply_defenses(model, chain, parts)
+    t = config.train
+    epochs = variant.epochs or t.epochs
+    how = f" with {recipe['name']}" if recipe else ""
+    log(f"training {m.arch}{how} on {ds.name} ({len(ds.y_train)} images, {epochs} epochs)")
+    tick = time.perf_counter()
+    model, history = train_defended(model, ds, recipe, threat, schedule=t.schedule, epochs=epochs,
+                                    batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
+                                    weight_decay=t.weight_decay, augment=t.augment, seed=config.seed,
+                                    device=device, progress=progress, log=log)
+    info.update(trained_here=True, train_time_s=time.perf_counter() - tick, history=history)
+    net, parts = network_and_parts(model)
+    save_model(net, trained, meta={**meta, "history": {**histories, "model": history} if histories else history,
+                                   "defense": chain}, parts=parts)
+    return model, info

@@ -284,23 +284,15 @@ def plot_latent(view: dict[str, Any] | Sequence[dict[str, Any]], path: str | Pat
         >>> plot_latent([latent_view(plain, "5", x, y), latent_view(model, "5", x, y)], "fig8.png",
         ...             titles=["cross-entropy", "contrastive"])
     """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from ..report.plots import latent_scatter
 
     views = [view] if isinstance(view, dict) else list(view)
     if not views or not all(isinstance(v, dict) and {"clean", "labels"} <= set(v) for v in views):
         raise InputError("expected a latent_view dict or a non-empty list of them, got " + type(view).__name__)
-    fig, path = Figure(figsize=(4.2 * len(views), 4.0), layout="constrained"), Path(path)
-    FigureCanvasAgg(fig)
-    for i, v in enumerate(views):
-        ax, colors = fig.add_subplot(1, len(views), i + 1), [f"C{int(k) % 10}" for k in v["labels"]]
-        ax.scatter(v["clean"][:, 0], v["clean"][:, 1], c=colors, s=8, label="clean")
-        if v.get("adversarial") is not None:
-            ax.scatter(v["adversarial"][:, 0], v["adversarial"][:, 1], c=colors, s=14, marker="x", label="attacked")
-            ax.legend(loc="best", fontsize=8)
-        title = titles[i] if titles is not None and i < len(titles) else f"{v.get('method', '')} {v.get('layer', '')}"
-        ax.set_title(str(title).replace("$", r"\$"))
+    path = Path(path)
+    names = [titles[i] if titles is not None and i < len(titles) else f"{v.get('method', '')} {v.get('layer', '')}"
+             for i, v in enumerate(views)]
     tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    tmp.write_bytes(latent_scatter(views, names))
     os.replace(tmp, path)
     return path

@@ -23,11 +23,25 @@ def perturbation_norms(x_adv: Tensor, x: Tensor) -> dict[str, Tensor]:
 
 
 def summarize(values: Tensor) -> dict[str, float] | None:
-    """Mean, median, min and max of a 1-D tensor; None when empty."""
+    """Mean, median, min, max and the 10/25/75/90th percentiles (the report's box plots) of a 1-D
+    tensor; None when empty."""
     if values.numel() == 0:
         return None
     v = values.double()
-    return {"mean": float(v.mean()), "median": float(v.median()), "min": float(v.min()), "max": float(v.max())}
+    q = torch.quantile(v, torch.tensor([0.1, 0.25, 0.75, 0.9], dtype=torch.float64)).tolist()
+    return {"mean": float(v.mean()), "median": float(v.median()), "min": float(v.min()), "max": float(v.max()),
+            "p10": q[0], "p25": q[1], "p75": q[2], "p90": q[3]}
+
+
+MAX_CONFUSION_CLASSES = 20
+
+
+def confusion(y: Tensor, pred: Tensor, k: int) -> list[list[int]] | None:
+    """k x k counts, rows = true class, columns = predicted; None above MAX_CONFUSION_CLASSES classes."""
+    if k > MAX_CONFUSION_CLASSES:
+        return None
+    counts = torch.bincount(y.long() * k + pred.long(), minlength=k * k).view(k, k)
+    return counts.tolist()
 
 
 def confidence(logits: Tensor) -> tuple[Tensor, Tensor]:

@@ -21,7 +21,7 @@ from ..errors import InputError
 from ..rng import SampleGenerators
 from ..threat import ThreatModel
 from .counting import Counter, CountingModel, frozen
-from .metrics import confidence, pack_mask, perturbation_norms, rate, summarize, unpack_mask
+from .metrics import confidence, confusion, pack_mask, perturbation_norms, rate, summarize, unpack_mask
 from .specs import AttackSpec, choose_targets
 
 Record = dict[str, Any]
@@ -69,7 +69,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
             raise InputError(f"expected labels in [0, {logits.shape[1] - 1}], got values in [{int(y.min())}, {int(y.max())}]")
         emit({"kind": "clean", "cell": "clean", "n": len(y), "n_correct": int(correct.sum()),
               "accuracy": int(correct.sum()) / len(y), "mean_confidence": float(conf.mean()),
-              "time_s": time.perf_counter() - tick})
+              "confusion": confusion(y, pred, logits.shape[1]), "time_s": time.perf_counter() - tick})
         robust_by: dict[tuple[str, str], list[tuple[str, Tensor]]] = {}
         for spec in attacks:
             cells = [f"{spec.label}|{spec.norm.value}|{label}" for label, _ in spec.eps]
@@ -141,6 +141,9 @@ def _cell_record(model: nn.Module, x: Tensor, y: Tensor, targets: Tensor, x_adv:
         raise InputError(f"attack {spec.label} left the eps={label} {spec.norm.value} ball on "
                          f"{int((correct & ~within).sum())} samples (max norm {float(dist[correct].max()):.6g})")
     n_attacked = int(correct.sum())
+    k = int(adv_logits.shape[1])
+    # what the model predicts on the attacked samples, with a perturbation within eps (else the clean input)
+    landed = torch.where(within, pred, y)[correct]
     record: Record = {
         "kind": "attack", "cell": f"{spec.label}|{spec.norm.value}|{label}", "attack": spec.label,
         "attack_name": spec.name, "attack_kind": spec.kind, "norm": spec.norm.value, "eps": eps, "eps_label": label,
@@ -151,7 +154,7 @@ def _cell_record(model: nn.Module, x: Tensor, y: Tensor, targets: Tensor, x_adv:
         "norms": {k: summarize(v[success]) for k, v in norms.items()},
         "time_s": seconds, "forward": counter.forward, "backward": counter.backward,
         "queries": counter.forward if spec.kind == "blackbox" else None,
-        "robust_bits": pack_mask(robust),
+        "robust_bits": pack_mask(robust), "confusion": confusion(y[correct], landed, k),
     }
     if gallery_dir is not None and n_attacked:
         record["gallery"] = _save_gallery(gallery_dir, spec, index, x, x_adv, y, correct, pred, conf, model,

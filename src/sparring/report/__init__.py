@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from .audit import audit_blocks
@@ -15,7 +14,8 @@ from .io import Record, Run, load_gallery, load_run, write_atomic
 from .markdown import render_markdown
 from .tables import (Block, Code, Facts, Figure, Heading, Paragraph, clean_table, curve_series, detail_table,
                      eps_columns, eps_label, eps_value, get, group_records, lines_of, norms_of, number,
-                     robust_table)
+                     robust_table, slug)
+from .analysis import confusion_blocks, latent_figure, matrix_table, norm_figure, robust_value
 
 __all__ = ["build_document", "load_run", "write_report"]
 
@@ -84,38 +84,49 @@ def short(value: object, length: int = 12) -> str:
     return str(value)[:length] if value else "unknown"
 
 
-def _slug(text: object) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.")[:40] or "x"
-
-
 def build_document(run: Run) -> list[Block]:
     """The report as renderer-neutral blocks (headings, facts, tables, figures)."""
     from .plots import accuracy_curve  # matplotlib only when a report is made
 
     groups = group_records(run.records)
+    over = str(get(run.config, "evaluate", "over") or "all")
+    classes = run.manifest.get("classes") if isinstance(run.manifest.get("classes"), list) else []
     body: list[Block] = []
     if groups:
         body += [Heading("Clean accuracy"), clean_table(groups)]
     else:
         body.append(Paragraph("results.jsonl holds no finished cells yet."))
+    if len(groups) > 1:
+        body.append(Heading("Attack x defense"))
+        body += [matrix_table(groups, norm, over)
+                 for norm in dict.fromkeys(n for g in groups.values() for n in norms_of(g))]
     figure = 0
     for (model, defense), group in groups.items():
         body.append(Heading(f"{model} / {defense}"))
         clean = number(group["clean"][-1].get("accuracy")) if group["clean"] else None
         for norm in norms_of(group):
-            body += [Heading(f"Robust accuracy, {norm}", 3), robust_table(model, defense, group, norm)]
-            series = curve_series(group, norm)
+            body += [Heading(f"Robust accuracy, {norm}", 3), robust_table(model, defense, group, norm, over)]
+            series = curve_series(group, norm, over)
             if series:
                 figure += 1
                 columns = eps_columns([r for _, rs, _ in lines_of(group, norm) for r in rs])
                 ticks = [(v, lab) for v, lab in columns if v != float("inf")]
-                png = accuracy_curve(series, clean_accuracy=None if clean is None else 100 * clean,
+                png = accuracy_curve(series, clean_accuracy=None if clean is None or over == "correct" else 100 * clean,
                                      title=f"{model} / {defense}", xlabel=f"eps ({norm})", ticks=ticks)
-                body.append(Figure(f"curve-{figure}-{_slug(model)}-{_slug(defense)}-{_slug(norm)}.png", png,
+                body.append(Figure(f"curve-{figure}-{slug(model)}-{slug(defense)}-{slug(norm)}.png", png,
                                    f"Robust accuracy vs eps ({norm}) for {model} / {defense}; dashed: worst case "
-                                   "over attacks; dotted: clean accuracy."))
+                                   "over attacks" + ("" if over == "correct" else "; dotted: clean accuracy") + "."))
         if group["attack"]:
             body += [Heading("Per-cell details", 3), detail_table(model, defense, group)]
+            boxes = norm_figure(model, defense, group, len(body))
+            if boxes is not None:
+                body += [Heading("Perturbation norms", 3), boxes]
+            shift = confusion_blocks(model, defense, group, [str(c) for c in classes], len(body))
+            if shift:
+                body += [Heading("Per-class confusion shift", 3), *shift]
+    latent = latent_figure(run)
+    if latent is not None:
+        body += [Heading("Latent space"), latent]
     audits = audit_blocks(run.records)
     if audits:
         body += [Heading("Audit"), *audits]
@@ -172,7 +183,7 @@ def gallery_figures(run: Run) -> list[Figure]:
                     for i in range(x.shape[0])]
         where = f"{r.get('attack')} ({r.get('norm')}, eps {eps_label(r)}) on {r.get('model')} / {r.get('defense')}"
         png = gallery_grid(x, x_adv, captions, title=where)
-        file = f"gallery-{index}-{_slug(r.get('attack'))}-{_slug(r.get('norm'))}-{_slug(eps_label(r))}.png"
+        file = f"gallery-{index}-{slug(r.get('attack'))}-{slug(r.get('norm'))}-{slug(eps_label(r))}.png"
         figures.append(Figure(file, png, f"{where}: original (true class, prediction, confidence), adversarial "
                               "(prediction, confidence), difference 0.5 + 10 (x_adv - x)."))
     return figures

@@ -91,29 +91,38 @@ def read_records(path: Path, notes: list[str] | None = None) -> list[Record]:
     return list(by_cell.values())
 
 
-def load_gallery(run: Run, relative: str) -> dict[str, torch.Tensor] | None:
-    """The gallery tensors a record names, or None (with a note) when unreadable or unsafe."""
+def load_tensors(run: Run, relative: str, keys: tuple[str, ...], what: str) -> dict[str, torch.Tensor] | None:
+    """The dict of tensors at run_dir/relative holding `keys`, or None (with a note) when unreadable,
+    unsafe (outside the run folder) or lacking a key. Never executes code (weights_only)."""
     root = run.root.resolve()
     path = (root / relative).resolve()
     if not path.is_relative_to(root):
-        run.notes.append(f"gallery {relative!r} points outside the run folder; skipped")
+        run.notes.append(f"{what} {relative!r} points outside the run folder; skipped")
         return None
     if not path.is_file():
-        run.notes.append(f"gallery {relative!r} is missing; skipped")
+        run.notes.append(f"{what} {relative!r} is missing; skipped")
         return None
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt or foreign file must not stop the report
-        run.notes.append(f"gallery {relative!r} could not be loaded ({type(exc).__name__}); skipped")
+        run.notes.append(f"{what} {relative!r} could not be loaded ({type(exc).__name__}); skipped")
         return None
-    ok = isinstance(data, dict) and all(isinstance(data.get(k), torch.Tensor) for k in GALLERY_KEYS)
-    if ok:
-        x, x_adv = data["x"], data["x_adv"]
-        ok = x.dim() == 4 and x.shape == x_adv.shape and x.shape[0] > 0
-    if not ok:
-        run.notes.append(f"gallery {relative!r} does not hold x and x_adv of shape (N, C, H, W); skipped")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), torch.Tensor) for k in keys):
+        run.notes.append(f"{what} {relative!r} does not hold the tensors {', '.join(keys)}; skipped")
         return None
     return {k: v.detach().cpu() for k, v in data.items() if isinstance(v, torch.Tensor)}
+
+
+def load_gallery(run: Run, relative: str) -> dict[str, torch.Tensor] | None:
+    """The gallery tensors a record names, or None (with a note) when unreadable or unsafe."""
+    data = load_tensors(run, relative, GALLERY_KEYS, "gallery")
+    if data is None:
+        return None
+    x, x_adv = data["x"], data["x_adv"]
+    if not (x.dim() == 4 and x.shape == x_adv.shape and x.shape[0] > 0):
+        run.notes.append(f"gallery {relative!r} does not hold x and x_adv of shape (N, C, H, W); skipped")
+        return None
+    return data
 
 
 def write_atomic(path: Path, data: bytes) -> None:

@@ -111,3 +111,59 @@ def gallery_grid(x: torch.Tensor, x_adv: torch.Tensor, captions: Sequence[tuple[
                 ax.set_title(heads[j], fontsize=10, fontweight="bold")
     fig.suptitle(_text(title), fontsize=10)
     return _png(fig, dpi=90)
+
+
+def latent_scatter(views: Sequence[dict], titles: Sequence[str]) -> bytes:
+    """One panel per latent view ({"clean": (N, 2), "adversarial": (N, 2) or None, "labels": (N,)}): clean
+    points as dots, attacked ones as crosses, both coloured by the true class (seeds/001, Fig. 8)."""
+    fig = Figure(figsize=(4.2 * len(views), 4.0), layout="constrained")
+    for i, v in enumerate(views):
+        ax, colors = fig.add_subplot(1, len(views), i + 1), [f"C{int(k) % 10}" for k in v["labels"]]
+        clean, adv = np.asarray(v["clean"]), v.get("adversarial")
+        ax.scatter(clean[:, 0], clean[:, 1], c=colors, s=8, label="clean")
+        if adv is not None:
+            adv = np.asarray(adv)
+            ax.scatter(adv[:, 0], adv[:, 1], c=colors, s=14, marker="x", label="attacked")
+            ax.legend(loc="best", fontsize=8)
+        ax.set_title(_text(titles[i] if i < len(titles) else ""), fontsize=10)
+    return _png(fig, dpi=100)
+
+
+def norm_boxes(boxes: Sequence[tuple[str, dict]], *, title: str, ylabel: str) -> bytes:
+    """Box plots drawn from stored percentiles: whiskers p10-p90, box p25-p75, line at the median,
+    one box per (label, summary) with the summary keys p10, p25, median, p75, p90."""
+    fig = Figure(figsize=(max(4.0, 0.55 * len(boxes) + 1.5), 3.8), layout="constrained")
+    ax = fig.add_subplot()
+    stats = [{"label": _text(label), "whislo": s["p10"], "q1": s["p25"], "med": s["median"], "q3": s["p75"],
+              "whishi": s["p90"], "fliers": []} for label, s in boxes]
+    ax.bxp(stats, showfliers=False)
+    ax.set_ylabel(_text(ylabel))
+    ax.set_title(_text(title), fontsize=10)
+    ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+    ax.grid(True, axis="y", alpha=0.3)
+    return _png(fig, dpi=100)
+
+
+def confusion_pair(clean: np.ndarray, adversarial: np.ndarray, classes: Sequence[str], *, titles: Sequence[str]) -> bytes:
+    """Two row-normalised confusion matrices (rows: true class, columns: predicted, %) side by side."""
+    k = len(classes)
+    size = max(3.2, 0.32 * k + 1.6)
+    fig = Figure(figsize=(2 * size, size), layout="constrained")
+    axes = fig.subplots(1, 2)
+    for ax, counts, title in zip(axes, (clean, adversarial), titles):
+        rows = counts.sum(axis=1, keepdims=True)
+        share = np.divide(100.0 * counts, rows, out=np.zeros(counts.shape, dtype=float), where=rows > 0)
+        ax.imshow(share, cmap="Blues", vmin=0, vmax=100)
+        if k <= 12:
+            for i in range(k):
+                for j in range(k):
+                    if share[i, j] >= 0.5:
+                        ax.text(j, i, f"{share[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                                color="white" if share[i, j] > 60 else "black")
+        names = [_text(c)[:10] for c in classes]
+        ax.set_xticks(range(k), names, rotation=90, fontsize=7)
+        ax.set_yticks(range(k), names, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("true")
+        ax.set_title(_text(title), fontsize=9)
+    return _png(fig, dpi=100)

@@ -8,6 +8,7 @@ the same facts. Every string here is raw (unescaped): escaping is the renderers'
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,11 @@ class Code:
 
 
 Block = Heading | Paragraph | Facts | Table | Figure | Code
+
+
+def slug(text: object) -> str:
+    """A safe file-name piece: runs of other characters become '-', at most 40 characters."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.")[:40] or "x"
 
 
 def number(value: Any) -> float | None:
@@ -130,14 +136,18 @@ def lines_of(group: dict[str, list[Record]], norm: str) -> list[tuple[str, list[
     return out + ([("worst case", worst, True)] if worst else [])
 
 
-def robust_table(model: str, defense: str, group: dict[str, list[Record]], norm: str) -> Table:
-    """Rows = attack, columns = eps label, cells = robust accuracy (%); last row = worst case."""
+def robust_table(model: str, defense: str, group: dict[str, list[Record]], norm: str, over: str = "all") -> Table:
+    """Rows = attack, columns = eps label, cells = robust accuracy (%) over all n samples or over the
+    correctly classified ones (over="correct"); last row = worst case."""
+    from .analysis import robust_value
+
     columns = [label for _, label in eps_columns([r for _, rs, _ in lines_of(group, norm) for r in rs])]
     rows = []
     for name, records, _ in lines_of(group, norm):
-        cells = {eps_label(r): r.get("robust_accuracy") for r in records}
+        cells = {eps_label(r): robust_value(r, group, over) for r in records}
         rows.append((name, *(pct(cells.get(col)) for col in columns)))
-    caption = (f"Robust accuracy (%) of {model} / {defense} under {norm} attacks, over all n samples. "
+    what = "the correctly classified samples" if over == "correct" else "all n samples"
+    caption = (f"Robust accuracy (%) of {model} / {defense} under {norm} attacks, over {what}. "
                "Worst case: a sample counts as robust only when it survives every attack at that eps.")
     return Table((f"attack \\ eps ({norm})", *columns), tuple(rows), caption)
 
@@ -162,12 +172,15 @@ def detail_table(model: str, defense: str, group: dict[str, list[Record]]) -> Ta
     return Table(headers, tuple(rows), caption)
 
 
-def curve_series(group: dict[str, list[Record]], norm: str) -> list[tuple[str, list[float], list[float], bool]]:
+def curve_series(group: dict[str, list[Record]], norm: str,
+                 over: str = "all") -> list[tuple[str, list[float], list[float], bool]]:
     """(label, eps values, robust accuracy %, dashed) per attack, then the worst case (dashed)."""
+    from .analysis import robust_value
+
     series = []
     for name, records, dashed in lines_of(group, norm):
         pts = sorted((eps_value(r), 100 * v) for r in records
-                     if (v := number(r.get("robust_accuracy"))) is not None and math.isfinite(eps_value(r)))
+                     if (v := robust_value(r, group, over)) is not None and math.isfinite(eps_value(r)))
         if pts:
             series.append((name, [p[0] for p in pts], [p[1] for p in pts], dashed))
     return series
