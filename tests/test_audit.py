@@ -17,6 +17,7 @@ from sparring.evaluate.masking import StraightThrough, attackable, zero_gradient
 from sparring.evaluate.planted import KillGradient, Quantize, planted
 from sparring.models import build_model, save_model
 from sparring.threat import Norm, ThreatModel
+from sparring.errors import InputError
 from sparring.train import train
 
 THREAT = ThreatModel(Norm.LINF, 0.1)
@@ -73,6 +74,14 @@ def test_plain_model_passes(plain):
     assert plain["naive"][0.05] >= plain["naive"][0.1]
     if plain["adaptive"] is not None:  # a convergence warning asks for more steps and restarts: a small change
         assert plain["adaptive"][0.1] >= plain["naive"][0.1] - 0.1
+
+
+def test_naive_restarts_set_the_convergence_check(net, data):
+    report = audit(net, *data, threat=THREAT, **{**FAST, "eps": [0.1]}, restarts=2)
+    check = next(c for c in report["checks"] if c["name"] == "convergence")
+    assert "PGD-20 x 4 restarts" in check["evidence"] and "for PGD-10 x 2 restarts" in check["evidence"]
+    with pytest.raises(InputError, match="restarts to be an integer >= 1, got 0"):
+        audit(net, *data, threat=THREAT, **FAST, restarts=0)
 
 
 @pytest.mark.parametrize("name", ["gradient-killer", "quantization"])

@@ -114,3 +114,24 @@ def test_matrix_run_trains_each_variant_resumes_and_reports(tmp_path):
     assert f"| pgd | digits-cnn / fgsm-at | " in md and shown in md
     for heading in ("## Attack x defense", "### Perturbation norms", "### Per-class confusion shift", "## Latent space"):
         assert heading in md
+
+
+def test_train_n_trains_on_the_first_images_and_is_checked(tmp_path):
+    lines: list[str] = []
+    config = config_from_dict({"data": {"n": 20, "train_n": 300}, "train": {"epochs": 1}, "audit": {"enabled": False},
+                               "attacks": [{"name": "fgsm"}], "evaluate": {"eps": ["0.1"]}})
+    run_experiment(config, tmp_path / "run", progress=False, log=lines.append)
+    assert any("(300 images, 1 epochs)" in line for line in lines)
+    too_many = config_from_dict({"data": {"train_n": 10**6}, "train": {"epochs": 1}})
+    with pytest.raises(ConfigError, match="data.train_n must be between 1 and 1347"):
+        run_experiment(too_many, tmp_path / "bad", progress=False, log=lambda *a: None)
+
+
+def test_quarter_width_cifar_cnn_keeps_the_noise_slots():
+    from sparring.defenses import insert_noise
+    from sparring.models import build_model
+
+    model = build_model("cifar-cnn-small")
+    assert model(torch.rand(2, 3, 32, 32)).shape == (2, 10)
+    assert sum(p.numel() for p in model.parameters()) < sum(p.numel() for p in build_model("cifar-cnn").parameters()) / 10
+    insert_noise(model, 0.05, where=("noise1", "noise2"))

@@ -162,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     au.add_argument("--norm", default="linf", help="l1, l2 or linf")
     au.add_argument("--n", type=int, default=200, help="first N test images")
     au.add_argument("--steps", type=int, default=20, help="PGD steps of the naive attack (adaptive: twice)")
+    au.add_argument("--restarts", type=int, default=1, help="PGD restarts of the naive attack (convergence: twice)")
     au.add_argument("--square-queries", type=int, default=500)
     au.add_argument("--surrogate", default=None, help="a model to transfer from (trained: saved model or alias)")
     au.add_argument("--adaptive", default="auto", choices=["auto", "always", "never"])

@@ -169,7 +169,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     x, y = _first(ds, args.n, device)
     threat = ThreatModel(Norm.parse(args.norm), max(eps))
     adaptive = {"auto": None, "always": True, "never": False}[args.adaptive]
-    report = audit(model.to(device), x, y, threat=threat, eps=eps, steps=args.steps,
+    report = audit(model.to(device), x, y, threat=threat, eps=eps, steps=args.steps, restarts=args.restarts,
                    square_queries=args.square_queries, surrogate=surrogate, adaptive=adaptive, seed=args.seed,
                    batch_size=args.batch_size)
     report.update(dataset=ds.name, model=args.model, planted=args.planted, defense=args.defense, norm=threat.norm.value,

@@ -35,6 +35,7 @@ class DataConfig:
     name: str = "digits"
     n: int = 0  # test samples to evaluate (0 = all)
     data_dir: str = ""
+    train_n: int = 0  # training images to train on, the first ones (0 = all; fewer for reduced CPU runs)
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,7 @@ class AuditConfig:
     norm: str = "linf"
     eps: tuple[str, ...] = ()  # empty = the evaluation's eps list
     steps: int = 20
+    restarts: int = 1  # of the naive PGD (convergence compares twice the steps and twice the restarts)
     square_queries: int = 300
 
 

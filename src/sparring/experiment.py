@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Any
@@ -175,11 +176,16 @@ def train_defended(model: nn.Module, ds: Any, recipe: dict[str, Any] | None, thr
                         seed=int(common.get("seed", 0))), history
     if "surrogates" in params:
         refs = [r for r in str(params["surrogates"]).split("+") if r]
-        untrained = [r for r in refs if r in MODELS]
-        if untrained:
-            raise ConfigError(f"expected trained surrogates (pretrained aliases or saved models), got the "
-                              f"bare architecture {', '.join(untrained)}")
-        params["surrogates"] = [resolve_model(ref, dataset=ds)[0] for ref in refs]
+        params["surrogates"] = []
+        for i, ref in enumerate(refs):  # a bare architecture is first trained plainly (Tramer's static models)
+            sur, _ = resolve_model(ref, dataset=ds, seed=int(common.get("seed", 0)) + 1 + i)
+            if ref in MODELS:
+                log = common.get("log")
+                if log:
+                    log(f"training the static surrogate {ref} (seed +{1 + i}) for ensemble adversarial training")
+                train(sur, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test, schedule=schedule or "cosine",
+                      **{**common, "seed": int(common.get("seed", 0)) + 1 + i})
+            params["surrogates"].append(sur.eval())
         for ref, sur in zip(refs, params["surrogates"]):
             check_fits(sur, ds.input_shape, ds.num_classes, f"{ds.name} (surrogate {ref})")
     return adversarial_training(model, x_train, y_train, method=DEFENSES.meta(name)["method"],
@@ -216,7 +222,7 @@ def audit_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Con
     try:
         threat = ThreatModel(Norm.parse(a.norm), max(eps.values()))
         report = audit(model.to(device), x[:n].to(device), y[:n].to(device), threat=threat, eps=list(eps.values()),
-                       steps=a.steps, square_queries=a.square_queries, seed=config.seed)
+                       steps=a.steps, restarts=a.restarts, square_queries=a.square_queries, seed=config.seed)
     except (SparringError, RuntimeError, ValueError) as exc:
         return {**base, "verdict": "error", "error": str(exc).splitlines()[0], "time_s": time.perf_counter() - tick}
     back = {v: k for k, v in eps.items()}
@@ -306,6 +312,10 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
     need_train = any((not m.weights or any(d["name"] == "autoencoder" for d in defenses)) and not trained.exists()
                      for m, _, _, _, defenses, _, _, trained in plans)
     ds = load_dataset(config.data.name, data_dir=config.data.data_dir or None, train=need_train)
+    if config.data.train_n and ds.x_train is not None:
+        if not 0 < config.data.train_n <= len(ds.y_train):
+            raise ConfigError(f"data.train_n must be between 1 and {len(ds.y_train)} (0 = all), got {config.data.train_n}")
+        ds = dataclasses.replace(ds, x_train=ds.x_train[:config.data.train_n], y_train=ds.y_train[:config.data.train_n])
     n = config.data.n or len(ds.y_test)
     if n < 0 or n > len(ds.y_test):
         raise ConfigError(f"data.n must be between 1 and {len(ds.y_test)} (0 = all), got {config.data.n}")

@@ -153,7 +153,7 @@ def _attack(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, step
 
 
 def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: Sequence[float] | None = None,
-          steps: int = 20, square_queries: int = 500, surrogate: nn.Module | None = None, adaptive: bool | None = None,
+          steps: int = 20, restarts: int = 1, square_queries: int = 500, surrogate: nn.Module | None = None, adaptive: bool | None = None,
           eot_samples: int = 10, seed: int = 0, batch_size: int = 256) -> dict[str, Any]:
     """Audit the robustness evaluation of `model` on (x, y) under `threat` (its eps is the largest).
 
@@ -161,9 +161,10 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
     randomness (then EOT); batch-size invariance; logits, not probabilities; declared non-differentiable
     layers (then BPDA); zero / NaN input gradients and layers that hide them (then BPDA with the identity);
     a saturated softmax (then the margin loss); robust accuracy non-increasing in eps; iterative no weaker
-    than single-step per sample; an unbounded attack reaches chance; convergence (twice the steps and 2
-    restarts move accuracy < 0.5 points); Square (black-box) and transfer from `surrogate` never beat
+    than single-step per sample; an unbounded attack reaches chance; convergence (twice the steps and twice
+    the restarts, at least 2, move accuracy < 0.5 points); Square (black-box) and transfer from `surrogate` never beat
     white-box per sample (more than 1% of the samples fooled by them and by neither PGD run fails); examples still adversarial after 8-bit rounding; targets never the true label.
+    The naive attack is PGD with `steps` steps and `restarts` restarts (the evaluation being audited).
     When a check fails for a masking cause (adaptive=None) or always (adaptive=True), PGD is re-run with the
     fixes found: BPDA (declared surrogates, identity through zero-gradient layers), EOT over `eot_samples`
     draws, margin loss, 3 restarts and twice the steps. Returns {"checks", "eps", "naive", "adaptive",
@@ -173,6 +174,8 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
     """
     if len(x) != len(y) or not len(x):
         raise InputError(f"expected as many labels as images (>= 1), got {len(x)} images and {len(y)} labels")
+    if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 1:
+        raise InputError(f"expected restarts to be an integer >= 1, got {restarts!r}")
     eps = sorted({float(e) for e in (eps or [threat.eps])} | {float(threat.eps)})
     model = model.eval()
     checks, fixes = _static_checks(model, x, y, threat)
@@ -187,7 +190,7 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
     naive, naive_adv = {}, {}
     for e in eps:
         t = ThreatModel(threat.norm, e, threat.bounds)
-        naive_adv[e] = _attack(model, x, y, t, steps=steps, seed=seed, batch_size=batch_size)
+        naive_adv[e] = _attack(model, x, y, t, steps=steps, restarts=restarts, seed=seed, batch_size=batch_size)
         naive[e] = float((clean & (_predict(model, naive_adv[e], batch_size) == y)).float().mean())
     last_adv = naive_adv[threat.eps]
     fooled_pgd = ~(clean & (_predict(model, last_adv, batch_size) == y))
@@ -211,18 +214,20 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
              f"{100 * acc_big:.1f}% robust at eps {big:.3g} (the whole box), chance {100 / k:.1f}%",
              "even an unlimited perturbation does not fool the model: gradients are masked", "BPDA, margin loss",
              {"margin", "restarts"})
-    x_long = _attack(model, x, y, threat, steps=2 * steps, restarts=2, seed=seed + 2, batch_size=batch_size)
+    more = max(2, 2 * restarts)
+    x_long = _attack(model, x, y, threat, steps=2 * steps, restarts=more, seed=seed + 2, batch_size=batch_size)
     fooled_white = fooled_pgd | (_predict(model, x_long, batch_size) != y)  # by either white-box run
     acc_long = float((clean & ~fooled_white).float().mean())
     _symptom(checks, fixes, "convergence", naive[threat.eps] - acc_long > 0.005,
-             f"PGD-{2 * steps} x 2 restarts: {100 * acc_long:.1f}% against {100 * naive[threat.eps]:.1f}%",
+             f"PGD-{2 * steps} x {more} restarts: {100 * acc_long:.1f}% against {100 * naive[threat.eps]:.1f}% "
+             f"for PGD-{steps}" + (f" x {restarts} restarts" if restarts > 1 else ""),
              "the attack has not converged", "more steps and restarts", {"restarts"}, status="warn")
     x_sq = _chunked(lambda xs, ys, rows: square(model, xs, ys, threat=threat, queries=square_queries,
                                                 generator=SampleGenerators(seed + 3, rows)), x, y, batch_size)
     only_sq = int((clean & (_predict(model, x_sq, batch_size) != y) & ~fooled_white).sum())
     _symptom(checks, fixes, "black-box no better than white-box", only_sq > max(1, n // 100),
              f"{only_sq} samples fooled by Square ({square_queries} queries) but by neither PGD-{steps} "
-             f"nor PGD-{2 * steps} x 2 restarts", "gradients mislead the white-box attack", "BPDA, EOT, margin loss",
+             f"nor PGD-{2 * steps} x {more} restarts", "gradients mislead the white-box attack", "BPDA, EOT, margin loss",
              {"margin", "restarts"})
     if surrogate is not None:
         x_t = _attack(surrogate.eval(), x, y, threat, steps=steps, seed=seed + 4, batch_size=batch_size)
@@ -253,12 +258,12 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
         return result
     target, changes = attackable(model, x[: min(n, 32)]) if "bpda" in fixes or adaptive else (model, [])
     loss = "margin" if fixes & {"margin", "bpda", "restarts"} or adaptive else "ce"
-    restarts = 3 if "restarts" in fixes or adaptive else 1
-    changes += [f"loss {loss}", f"{2 * steps} steps", f"{restarts} restarts"] + ([f"EOT over {eot_samples} draws"] if random else [])
+    again = max(3, restarts) if "restarts" in fixes or adaptive else restarts
+    changes += [f"loss {loss}", f"{2 * steps} steps", f"{again} restarts"] + ([f"EOT over {eot_samples} draws"] if random else [])
     out = {}
     for e in eps:
         t = ThreatModel(threat.norm, e, threat.bounds)
-        x_adv = _attack(target, x, y, t, steps=2 * steps, restarts=restarts, loss=loss, random=random,
+        x_adv = _attack(target, x, y, t, steps=2 * steps, restarts=again, loss=loss, random=random,
                         samples=eot_samples, seed=seed + 5, batch_size=batch_size)
         both = clean & (_predict(model, x_adv, batch_size) == y) & (_predict(model, naive_adv[e], batch_size) == y)
         if e == threat.eps:  # the black-box examples were made at this eps: robust only if robust to all

@@ -7,7 +7,7 @@ Example:
     >>> from sparring.models import build_model, MODELS
     >>> model = build_model("resnet20")
     >>> MODELS.names()[:2]
-    ['cifar-cnn', 'digits-cnn']
+    ['cifar-cnn', 'cifar-cnn-small']
 """
 
 from __future__ import annotations
