@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--targeted", action="store_true", help="targeted attacks (target picked by --target)")
     e.add_argument("--target", default="random", help="random, least-likely or next")
     e.add_argument("--inputs", default=None, help="your own images instead of the test split: .npz (x, y) or .pt")
-    e.add_argument("--n", type=int, default=0, help="first N test images (0 = all)")
+    e.add_argument("--n", "--first", dest="n", type=int, default=0,
+                   help="first N test images (0 = all); under torchrun write --first (torchrun takes --n as its own)")
     e.add_argument("--batch-size", type=int, default=256)
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.add_argument("--out", default=None, help="also write a run folder with results and report")

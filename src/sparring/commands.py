@@ -119,7 +119,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .paths import sha256_file
     from .store import RunStore, environment
 
-    device = resolve_device(args.device)
+    from .distributed import rank_device, setup
+
+    resolved = resolve_device(args.device)
+    dist = setup(resolved)  # under torchrun: join the job, one shard of the samples per process
+    device = rank_device(dist, resolved)
     eps = _eps_list(args.eps)
     attacks = []
     for text in args.attack:
@@ -143,21 +147,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if n < 0 or n > len(y_all):
         raise ConfigError(f"--n must be between 1 and {len(y_all)} (0 = all), got {args.n}")
     store = None
-    if args.out:
+    if args.out and dist.main:  # rank 0 writes the folder; every rank reads which cells are done
         store = RunStore(Path(args.out))
-        config = Config(name="evaluate", seed=args.seed, device=device,
+        config = Config(name="evaluate", seed=args.seed, device=resolved,
                         evaluate=EvalConfig(eps=eps or EvalConfig().eps, batch_size=args.batch_size),
                         attacks=tuple(attacks))
         config = replace(config, data=replace(config.data, name=name, n=n),
                          model=replace(config.model, arch=args.model, weights=args.weights))
         store.open(dump_toml(config))
-        store.write_manifest({**environment(device), "seed": args.seed, "command": sys.argv,
+        store.write_manifest({**environment(device), "seed": args.seed, "command": sys.argv, "processes": dist.world,
                               "dataset": {"name": name, "sha256": sha, "source": args.inputs or name, "n": n},
                               "model": info, "classes": classes})
+    dist.barrier()
     records = evaluate(model, x_all[:n], y_all[:n], specs, seed=args.seed, batch_size=args.batch_size,
                        device=device, context={"model": args.model, "dataset": name},
-                       done=store.done() if store else None, on_record=store.append if store else None,
-                       gallery_dir=Path(args.out) / "adversarial" if args.out else None)
+                       done=RunStore(Path(args.out)).done() if args.out else None,
+                       on_record=store.append if store else None,
+                       gallery_dir=Path(args.out) / "adversarial" if args.out else None, dist=dist)
+    if not dist.main:
+        return 0
     summary = _summary(name, args.model, n, records)
     if store is not None:
         from .report import write_report

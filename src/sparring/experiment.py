@@ -297,11 +297,18 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
     """Train or load every model x defense variant, evaluate the attack x eps matrix on each, audit each,
     write the report; resumes in `out`."""
     from .data import load_dataset
+    from .distributed import rank_device, setup
     from .report import write_report
 
-    device = resolve_device(config.device)
+    resolved = resolve_device(config.device)
+    dist = setup(resolved)  # under torchrun: rank 0 trains and writes, every rank attacks a shard
+    device = rank_device(dist, resolved)
+    if not dist.main:
+        progress, log = False, (lambda *a, **k: None)
     store = RunStore(out)
-    store.open(dump_toml(config))
+    if dist.main:
+        store.open(dump_toml(config))
+    dist.barrier()
     specs = attack_specs(config.attacks, config.evaluate.eps)
     units = matrix(config)
     plans = []
@@ -321,7 +328,11 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
         raise ConfigError(f"data.n must be between 1 and {len(ds.y_test)} (0 = all), got {config.data.n}")
     units = []  # every model is trained (and saved) before any is attacked: the manifest names them all
     for m, label, variant, prefix, defenses, recipe, threat, trained in plans:
-        model, info = _unit_model(config, ds, m, variant, defenses, recipe, threat, trained, device, progress, log)
+        if dist.main:  # the other ranks load what rank 0 trained and saved
+            model, info = _unit_model(config, ds, m, variant, defenses, recipe, threat, trained, device, progress, log)
+        dist.barrier()
+        if not dist.main:
+            model, info = _unit_model(config, ds, m, variant, defenses, recipe, threat, trained, device, progress, log)
         check_fits(model, ds.input_shape, ds.num_classes, ds.name)
         units.append((model, info, label, variant, prefix))
     # the report's latent-space plot (seeds/001, Fig. 8) when any variant is the contrastive defense
@@ -332,7 +343,10 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
                 "model": units[0][1], "classes": list(ds.classes)}
     if len(units) > 1:
         manifest["models"] = {prefix.rstrip("|"): info for _, info, _, _, prefix in units}
-    store.write_manifest(manifest)
+    if dist.active:
+        manifest["processes"] = dist.world
+    if dist.main:
+        store.write_manifest(manifest)
     for model, info, label, variant, prefix in units:
         context = {"model": label, "dataset": ds.name, "defense": variant.name}
         unit = _Prefixed(store, prefix)
@@ -341,7 +355,9 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
         log(f"evaluating {len(specs)} attacks on {n} {ds.name} test images{where}")
         evaluate(model, ds.x_test[:n], ds.y_test[:n], specs, seed=config.seed, batch_size=config.evaluate.batch_size,
                  device=device, context=context, done=unit.done(), on_record=unit.append, gallery_dir=gallery,
-                 gallery_size=config.evaluate.gallery)
+                 gallery_size=config.evaluate.gallery, dist=dist)
+        if not dist.main:  # the audit and the latent plot run on rank 0 alone
+            continue
         if config.audit.enabled and "audit" not in unit.done():
             log(f"auditing the evaluation for gradient masking{where}")
             unit.append(audit_record(model, ds.x_test[:n], ds.y_test[:n], config, device, context))
@@ -349,7 +365,8 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
             log(f"projecting the latent space{where}")
             unit.append(latent_record(model, ds.x_test[:n], ds.y_test[:n], latent_spec, config.seed, device, out,
                                       f"latent{_slug('__' + label + '__' + variant.name) if prefix else ''}.pt", context))
-    write_report(out)
+    if dist.main:
+        write_report(out)
     return out
 
 

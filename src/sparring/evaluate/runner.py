@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import ATTACKS
+from ..distributed import Dist, current
 from ..errors import InputError
 from ..rng import SampleGenerators
 from ..threat import ThreatModel
@@ -39,8 +40,11 @@ def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], *, seed: int = 0,
              batch_size: int = 256, device: str | torch.device = "cpu", context: dict[str, Any] | None = None,
              done: dict[str, Record] | None = None, on_record: Callable[[Record], None] | None = None,
-             gallery_dir: Path | None = None, gallery_size: int = 8) -> list[Record]:
+             gallery_dir: Path | None = None, gallery_size: int = 8, dist: Dist | None = None) -> list[Record]:
     """Evaluate `model` on (x, y) under every attack and eps; returns all records in order.
+
+    Under torchrun (`dist`, default sparring.distributed.current()) each rank attacks its shard of the
+    samples and every rank computes the same records; only rank 0 calls on_record and saves galleries.
 
     Example:
         >>> records = evaluate(model, x, y, [AttackSpec("pgd", Norm.LINF, (("8/255", 8 / 255),))])
@@ -48,6 +52,9 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise InputError(f"expected as many labels as images (and at least one), got {x.shape[0]} images, {y.shape[0]} labels")
     device = torch.device(device)
+    dist = dist or current()
+    if not dist.main:
+        on_record, gallery_dir = None, None
     base = {"model": "model", "defense": "none", "dataset": "data", **(context or {})}
     done = dict(done or {})
     records: list[Record] = []
@@ -74,7 +81,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
         for spec in attacks:
             cells = [f"{spec.label}|{spec.norm.value}|{label}" for label, _ in spec.eps]
             new = _run_attack(model, x, y, logits, correct, spec, seed, batch_size, device, gallery_dir, gallery_size,
-                              {c: done[c] for c in cells if c in done})
+                              {c: done[c] for c in cells if c in done}, dist)
             for (label, _), rec in zip(spec.eps, new):  # each cell is written as soon as it is done
                 emit(rec)
                 robust_by.setdefault((spec.norm.value, label), []).append((spec.label, unpack_mask(rec["robust_bits"], len(y))))
@@ -89,7 +96,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
 
 def _run_attack(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, correct: Tensor, spec: AttackSpec,
                 seed: int, batch_size: int, device: torch.device, gallery_dir: Path | None,
-                gallery_size: int, finished: dict[str, Record]) -> Iterator[Record]:
+                gallery_size: int, finished: dict[str, Record], dist: Dist) -> Iterator[Record]:
     """Yield one attack's records in eps order: a finished cell's stored record, else a new one. A budget
     attack runs once per eps that is not finished (its record yielded at once, so a kill loses at most
     the cell in progress); a minimal attack runs once for all its eps, unless all are finished."""
@@ -107,13 +114,17 @@ def _run_attack(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, co
         threat = ThreatModel(spec.norm, eps)
         counter = Counter()
         counted = CountingModel(attacked, counter)
-        x_adv = x.clone()
+        batches = dist.batches(rows, batch_size)  # under torchrun this process's share of the batches
+        outs = []
         tick = time.perf_counter()
-        for start in range(0, rows.numel(), batch_size):
-            idx = rows[start:start + batch_size]
-            x_adv[idx] = fn(counted, x[idx].to(device), targets[idx].to(device), threat=threat,
-                            generator=SampleGenerators(seed, idx), **spec.call_kwargs()).detach().cpu().to(x.dtype)
-        return x_adv, counter, time.perf_counter() - tick
+        for idx in batches:
+            outs.append(fn(counted, x[idx].to(device), targets[idx].to(device), threat=threat,
+                           generator=SampleGenerators(seed, idx), **spec.call_kwargs()).detach().cpu().to(x.dtype))
+        mine = torch.cat(batches) if batches else rows[:0]
+        x_mine = torch.cat(outs) if outs else x[:0]
+        seconds = dist.total(time.perf_counter() - tick, "max")
+        counter.forward, counter.backward = int(dist.total(counter.forward)), int(dist.total(counter.backward))
+        return dist.combine(x, mine, x_mine), counter, seconds
 
     cells = [f"{spec.label}|{spec.norm.value}|{label}" for label, _ in spec.eps]
     once = run(float("inf")) if minimal and not all(c in finished for c in cells) else None

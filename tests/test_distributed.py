@@ -1,0 +1,70 @@
+"""torchrun: `sparring evaluate` and `sparring run` on 2 CPU processes (gloo) give the same per-sample
+records as one process (timings aside), for PGD with a random start, a minimal attack and Square."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sparring.cli import main
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+ATTACKS = ["--attack", "pgd:steps=5", "--attack", "deepfool", "--attack", "square:queries=60"]
+
+
+def _records(folder: Path) -> dict[str, dict]:
+    lines = (folder / "results.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines]
+    assert len(records) == len({r["cell"] for r in records})  # no duplicates
+    return {r["cell"]: {k: v for k, v in r.items() if k != "time_s"} for r in records}
+
+
+def _torchrun(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": SRC + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "sparring", *args]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="module")
+def saved_model(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("dist") / "m"
+    assert main(["train", "--dataset", "digits", "--model", "digits-cnn", "--epochs", "2", "--out", str(out)]) == 0
+    return out.with_suffix(".safetensors")
+
+
+def test_evaluate_on_two_processes_equals_one(saved_model, tmp_path):
+    # batches of 16 over 60 samples: 4 batches, so each rank attacks two and the last one is short
+    common = ["evaluate", "--dataset", "digits", "--model", str(saved_model), *ATTACKS, "--eps", "0.05,0.1",
+              "--first", "60", "--batch-size", "16"]
+    assert main([*common, "--out", str(tmp_path / "one")]) == 0
+    _torchrun(*common, "--out", str(tmp_path / "two"))
+    one, two = _records(tmp_path / "one"), _records(tmp_path / "two")
+    assert len(one) == 1 + 3 * 2 + 2 and one == two  # clean, 3 attacks x 2 eps, 2 worst cases; bits, norms, counts
+    assert json.loads((tmp_path / "two" / "manifest.json").read_text())["processes"] == 2
+    _torchrun(*common, "--out", str(tmp_path / "two"))  # a rerun resumes: nothing is recomputed or duplicated
+    assert _records(tmp_path / "two") == one
+
+
+def test_run_on_two_processes_trains_once_and_equals_one(tmp_path):
+    config = tmp_path / "c.toml"
+    config.write_text('name = "dist"\n[data]\nn = 40\n[train]\nepochs = 2\n[evaluate]\neps = ["0.1"]\nbatch_size = 16\n'
+                      '[audit]\nn = 20\nsteps = 5\nsquare_queries = 20\n'
+                      '[[attacks]]\nname = "pgd"\nsteps = 5\n[[attacks]]\nname = "deepfool"\n'
+                      '[[attacks]]\nname = "square"\nqueries = 40\n')
+    assert main(["run", str(config), "--out", str(tmp_path / "one")]) == 0
+    done = _torchrun("run", str(config), "--out", str(tmp_path / "two"))
+    assert done.stderr.count("training digits-cnn") == 1  # rank 0 trains, rank 1 loads its model
+    one, two = _records(tmp_path / "one"), _records(tmp_path / "two")
+    assert one.keys() == two.keys()
+    for cell in one:
+        if cell != "audit":
+            assert one[cell] == two[cell], cell
+    assert two["audit"]["verdict"] == one["audit"]["verdict"] and two["audit"]["naive"] == one["audit"]["naive"]
+    assert (tmp_path / "two" / "report.html").is_file()
