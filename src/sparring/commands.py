@@ -50,13 +50,29 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _join(device: str) -> str:
+    """The device after joining a torchrun job, if any (gloo on CPU, NCCL and GPU LOCAL_RANK on CUDA);
+    training then runs in DistributedDataParallel over the processes, each on its share of every batch."""
+    from .distributed import rank_device, setup
+    from .experiment import resolve_device
+
+    resolved = resolve_device(device)
+    return rank_device(setup(resolved), resolved)
+
+
+def current() -> Any:
+    from .distributed import current as dist
+
+    return dist()
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_dataset, require_train
-    from .experiment import check_fits, resolve_device, resolve_model
+    from .experiment import check_fits, resolve_model
     from .models import save_model
     from .train import evaluate_accuracy, train
 
-    device = resolve_device(args.device)
+    device = _join(args.device)
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
     x_train, y_train = require_train(ds)
     model, _ = resolve_model(args.model, dataset=ds, seed=args.seed)
@@ -66,8 +82,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                     weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment, seed=args.seed,
                     device=device, progress=sys.stderr.isatty(), log=_say)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
+    if not current().main:  # under torchrun rank 0 writes
+        return 0
     paths = save_model(model, Path(args.out), meta={"dataset": ds.name, "classes": list(ds.classes),
-                                                     "test_accuracy": accuracy, "history": history, "seed": args.seed})
+                                                     "test_accuracy": accuracy, "history": history, "seed": args.seed,
+                                                     "processes": current().world})
     print(f"test accuracy {100 * accuracy:.2f}% -> {paths[0]}")
     return 0
 
@@ -76,7 +95,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .defenses.build import apply_defenses, network_and_parts
     from .errors import InputError
-    from .experiment import check_fits, defense_chain, resolve_device, resolve_model, train_defended, train_parts
+    from .experiment import check_fits, defense_chain, resolve_model, train_defended, train_parts
     from .models import Normalized, save_model
     from .train import evaluate_accuracy
 
@@ -86,7 +105,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
     specs, recipe, threat = defense_chain(entries)
     if args.epochs < 0 or (recipe and args.epochs == 0):
         raise ConfigError(f"--epochs must be >= {1 if recipe else 0} (0: wrap without training), got {args.epochs}")
-    device = resolve_device(args.device)
+    device = _join(args.device)
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
     model, info = resolve_model(args.model, dataset=ds, seed=args.seed)
     net, parts = network_and_parts(model)
@@ -105,6 +124,8 @@ def cmd_defend(args: argparse.Namespace) -> int:
     model = model.to(device)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
     net, parts = network_and_parts(model)  # saved: the network and trained parts; the meta rebuilds the rest
+    if not current().main:  # under torchrun rank 0 writes
+        return 0
     paths = save_model(net, Path(args.out), meta={"dataset": ds.name, "classes": list(ds.classes), "defense": chain,
                                                    "base_model": args.model, "test_accuracy": accuracy,
                                                    "history": history or [], "seed": args.seed}, parts=parts)

@@ -13,8 +13,10 @@ by sample index (SampleGenerators), so the per-sample results equal a single pro
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +24,7 @@ from torch import Tensor
 
 from .errors import InputError
 
-__all__ = ["Dist", "current", "setup"]
+__all__ = ["Dist", "current", "rank_device", "setup", "solo"]
 
 _STATE: dict[str, "Dist"] = {}
 
@@ -111,6 +113,21 @@ def setup(device: str) -> Dist:
         torch.distributed.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(hours=12))
     _STATE["dist"] = Dist(rank, world, local)
     return _STATE["dist"]
+
+
+@contextlib.contextmanager
+def solo() -> Iterator[None]:
+    """Within this block this process acts alone (current() is a single process): rank 0 training what
+    DistributedDataParallel does not cover while the other ranks wait."""
+    saved = _STATE.get("dist")
+    _STATE["dist"] = Dist()
+    try:
+        yield
+    finally:
+        if saved is None:
+            _STATE.pop("dist", None)
+        else:
+            _STATE["dist"] = saved
 
 
 def rank_device(dist: Dist, device: str) -> str:

@@ -297,7 +297,7 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
     """Train or load every model x defense variant, evaluate the attack x eps matrix on each, audit each,
     write the report; resumes in `out`."""
     from .data import load_dataset
-    from .distributed import rank_device, setup
+    from .distributed import rank_device, setup, solo
     from .report import write_report
 
     resolved = resolve_device(config.device)
@@ -328,11 +328,17 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
         raise ConfigError(f"data.n must be between 1 and {len(ds.y_test)} (0 = all), got {config.data.n}")
     units = []  # every model is trained (and saved) before any is attacked: the manifest names them all
     for m, label, variant, prefix, defenses, recipe, threat, trained in plans:
-        if dist.main:  # the other ranks load what rank 0 trained and saved
+        if not dist.active or _data_parallel(recipe, defenses):  # plain and adversarial training: DDP on every rank
             model, info = _unit_model(config, ds, m, variant, defenses, recipe, threat, trained, device, progress, log)
-        dist.barrier()
-        if not dist.main:
-            model, info = _unit_model(config, ds, m, variant, defenses, recipe, threat, trained, device, progress, log)
+        else:  # other recipes: rank 0 trains alone and saves, the other ranks load its model
+            if dist.main:
+                with solo():
+                    model, info = _unit_model(config, ds, m, variant, defenses, recipe, threat, trained, device,
+                                              progress, log)
+            dist.barrier()
+            if not dist.main:
+                model, info = _unit_model(config, ds, m, variant, defenses, recipe, threat, trained, device, progress,
+                                          log)
         check_fits(model, ds.input_shape, ds.num_classes, ds.name)
         units.append((model, info, label, variant, prefix))
     # the report's latent-space plot (seeds/001, Fig. 8) when any variant is the contrastive defense
@@ -370,6 +376,16 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
     return out
 
 
+DATA_PARALLEL = {"fgsm-at", "fgsm-rs-at", "pgd-at", "trades", "ensemble-at"}
+
+
+def _data_parallel(recipe: dict[str, Any] | None, defenses: list[dict[str, Any]]) -> bool:
+    """Whether a unit trains in DistributedDataParallel under torchrun: plain training and the
+    adversarial-training recipes (tested against one process); not distillation, contrastive,
+    smoothing's noise training or the autoencoder."""
+    return (recipe is None or recipe["name"] in DATA_PARALLEL) and not any(d["name"] == "autoencoder" for d in defenses)
+
+
 def _slug(text: str) -> str:
     import re
 
@@ -381,6 +397,7 @@ def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[di
     """The deployed model of one matrix unit: loaded when trained earlier in this run, else loaded from its
     weights (training the defense parts it needs) or trained here, and saved to `trained`."""
     from .defenses.build import apply_defenses, network_and_parts
+    from .distributed import current
     from .models import load_model, save_model
 
     meta = {"dataset": ds.name, "classes": list(ds.classes)}
@@ -400,7 +417,7 @@ def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[di
             chain = list(info.get("meta", {}).get("defense", [])) + chain
             histories = train_parts(chain, ds, parts, seed=config.seed, device=device, progress=progress, log=log)
             model = apply_defenses(net, chain, parts)
-            if histories:
+            if histories and current().main:
                 save_model(net, trained, meta={**meta, "history": histories, "defense": chain}, parts=parts)
         return model, info
     model, info = resolve_model(m.arch, dataset=ds, seed=config.seed)
@@ -418,6 +435,7 @@ def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[di
                                     device=device, progress=progress, log=log)
     info.update(trained_here=True, train_time_s=time.perf_counter() - tick, history=history)
     net, parts = network_and_parts(model)
-    save_model(net, trained, meta={**meta, "history": {**histories, "model": history} if histories else history,
-                                   "defense": chain}, parts=parts)
+    if current().main:  # under torchrun every rank trained its share; rank 0 saves
+        save_model(net, trained, meta={**meta, "history": {**histories, "model": history} if histories else history,
+                                       "defense": chain}, parts=parts)
     return model, info

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .augment import AUGMENTATIONS, augment_batch
+from .distributed import current
 from .errors import ConfigError, InputError
 from .optim import OPTIMIZERS, SCHEDULES
 
@@ -66,10 +67,20 @@ def _dtype(model: nn.Module) -> torch.dtype:
     return param.dtype if param is not None and param.is_floating_point() else torch.float32
 
 
-def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterable[Tensor]:
-    """Shuffled index batches; a trailing batch of one sample is dropped (BatchNorm needs two)."""
+def _ddp(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model in DistributedDataParallel (one GPU per process on CUDA); buffers are not broadcast at each
+    forward, so the attacks of adversarial training may run any number of forwards on one rank."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index or 0] if device.type == "cuda" else None,
+                                   broadcast_buffers=False)
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator, processes: int = 1) -> Iterable[Tensor]:
+    """Shuffled index batches; a trailing batch with fewer than 2 samples per process is dropped
+    (BatchNorm needs two)."""
     parts = torch.randperm(n, generator=generator).split(batch_size)
-    return parts[:-1] if len(parts) > 1 and len(parts[-1]) == 1 else parts
+    return parts[:-1] if len(parts) > 1 and len(parts[-1]) < 2 * processes else parts
 
 
 def train(
@@ -151,12 +162,17 @@ def train(
                          f"{str(exc).splitlines()[0]}") from None  # fmt: skip
     if out.dim() != 2 or int(y_train.max()) >= out.shape[1]:
         raise InputError(f"expected labels below the model's {out.shape[-1]} outputs, got max {int(y_train.max())}")
+    dist = current()
+    if dist.active and batch_size < 2 * dist.world:
+        raise InputError(f"expected a batch size of at least 2 per process ({2 * dist.world}), got {batch_size}")
     n = len(x_train)
-    steps = n // batch_size + (1 if n % batch_size > 1 else 0)
+    steps = n // batch_size + (1 if n % batch_size >= 2 * dist.world else 0)
     opt = make_opt(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     sched = make_sched(opt, lr=lr, epochs=epochs, steps_per_epoch=steps)
     history: list[dict[str, Any]] = []
-    show = progress and sys.stderr.isatty()
+    show = progress and sys.stderr.isatty() and dist.main
+    net = _ddp(model, device) if dist.active else model  # under torchrun: gradients averaged over the ranks
+    part = slice(dist.rank, None, dist.world)
     fork_devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=fork_devices):
@@ -170,14 +186,17 @@ def train(
                 correct = torch.zeros((), dtype=torch.long, device=device)
                 seen = 0
                 bar = tqdm(total=steps, desc=f"epoch {epoch}/{epochs}", disable=not show, leave=False)
-                for idx in _batches(n, batch_size, gen):
+                for idx in _batches(n, batch_size, gen, dist.world):
+                    # every rank draws the same global batch and augmentation, then takes its share of it
                     xb = AUGMENTATIONS.get(augment)(x_train[idx].to(device, dtype, non_blocking=True), gen, pad)
                     yb = y_train[idx].to(device, non_blocking=True)
+                    if dist.active:
+                        xb, yb, idx = xb[part], yb[part], idx[part]
                     if batch_loss is None:
-                        logits = model(xb)
+                        logits = net(xb)
                         loss = F.cross_entropy(logits, yb)
                     else:
-                        loss, logits = batch_loss(model, xb, yb, idx, epoch)
+                        loss, logits = batch_loss(net, xb, yb, idx, epoch)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -188,6 +207,9 @@ def train(
                     seen += len(yb)
                     bar.update(1)
                 bar.close()
+                if dist.active:
+                    loss_sum, correct = dist.total(float(loss_sum)), int(dist.total(int(correct)))
+                    seen = int(dist.total(seen))
                 mean_loss = float(loss_sum) / seen
                 if not math.isfinite(mean_loss):
                     raise ConfigError(f"training diverged (loss {mean_loss}) in epoch {epoch}; lower lr (got {lr})")
@@ -198,11 +220,11 @@ def train(
                 stop = bool(epoch_end(epoch, record)) if epoch_end is not None else False
                 record.update(lr=lr_now, time_s=time.perf_counter() - start)
                 history.append(record)
-                if log is not None:
+                if log is not None and dist.main:
                     val = f" val {100 * record['val_accuracy']:.2f}%" if "val_accuracy" in record else ""
                     log(f"epoch {epoch}/{epochs} loss {mean_loss:.4f} train {100 * record['train_accuracy']:.2f}%"
                         f"{val} lr {lr_now:.4g} ({record['time_s']:.1f}s)")  # fmt: skip
-                if checkpoint is not None:
+                if checkpoint is not None and dist.main:
                     from .models import save_model
 
                     save_model(model, checkpoint, meta={"epoch": epoch, "history": history})  # type: ignore[arg-type]

@@ -120,7 +120,9 @@ class _Recipe:
     def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
         k = int(self.mix * len(y))  # the first k rows of the (shuffled) batch stay clean
         gens = SampleGenerators((self.seed * _GOLDEN + epoch * _M1) % (2**63 - 1), index[k:].tolist())
-        source = self.sources[self.batches % len(self.sources)] if self.method == "ensemble" else model
+        # examples are crafted on the bare model (under torchrun `model` is its DistributedDataParallel wrapper,
+        # which only the loss goes through, so the ranks' gradients are averaged)
+        source = self.sources[self.batches % len(self.sources)] if self.method == "ensemble" else self.model
         scale = min(1.0, epoch / self.warmup) if self.warmup else 1.0
         threat = ThreatModel(self.threat.norm, self.threat.eps * scale, self.threat.bounds) if scale < 1 else self.threat
         with _frozen(*self.sources):
