@@ -1,0 +1,52 @@
+"""Devices: asking for CUDA without it is a one-line error (never a silent CPU fallback); on a CUDA
+machine the GPU paths run and agree with the CPU (these tests skip with a reason elsewhere)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from sparring.cli import main
+from sparring.experiment import resolve_device
+
+NO_CUDA = not torch.cuda.is_available()
+needs_cuda = pytest.mark.skipif(NO_CUDA, reason="needs a CUDA GPU (this machine has none)")
+
+
+@pytest.mark.skipif(not NO_CUDA, reason="checks the error on a machine without CUDA")
+@pytest.mark.parametrize("command", [
+    ["evaluate", "--dataset", "digits", "--model", "digits-cnn", "--device", "cuda"],
+    ["train", "--dataset", "digits", "--model", "digits-cnn", "--epochs", "1", "--device", "cuda:0"],
+    ["run", "configs/study-a-cifar10.toml"],  # the config asks for device = "cuda"
+])
+def test_cuda_without_a_gpu_is_a_one_line_error(command, capsys, tmp_path):
+    assert main([*command, "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "sees no CUDA device" in err
+    assert not (tmp_path / "x").exists()  # nothing was started on the CPU instead
+
+
+def test_device_names():
+    assert resolve_device("cpu") == "cpu" and resolve_device("auto") == ("cuda" if not NO_CUDA else "cpu")
+    with pytest.raises(Exception, match="expected device auto, cpu, cuda or cuda:N, got 'tpu'"):
+        resolve_device("tpu")
+
+
+@needs_cuda
+def test_gpu_evaluation_agrees_with_cpu(tmp_path, capsys):
+    model = tmp_path / "m"
+    assert main(["train", "--dataset", "digits", "--model", "digits-cnn", "--epochs", "3", "--device", "cuda",
+                 "--out", str(model)]) == 0
+    results = {}
+    for device in ("cpu", "cuda"):
+        capsys.readouterr()
+        assert main(["evaluate", "--dataset", "digits", "--model", str(model.with_suffix(".safetensors")),
+                     "--attack", "pgd:steps=10", "--attack", "deepfool", "--eps", "0.1", "--device", device,
+                     "--json"]) == 0
+        results[device] = json.loads(capsys.readouterr().out)
+    assert abs(results["cpu"]["clean_accuracy"] - results["cuda"]["clean_accuracy"]) <= 0.005
+    assert results["cpu"]["attacks"].keys() == results["cuda"]["attacks"].keys() == {"pgd", "deepfool"}
+    for attack, cells in results["cpu"]["attacks"].items():  # float rounding may flip a few samples
+        assert abs(cells["0.1"] - results["cuda"]["attacks"][attack]["0.1"]) <= 0.01, attack
