@@ -83,7 +83,12 @@ def f(v: float) -> str:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join(":---" if i == 0 else "---:" for i in range(len(headers))) + "|"]
+    def numeric(j: int) -> bool:
+        try:
+            return all(str(row[j]) == "—" or float(str(row[j]).split()[0]) is not None for row in rows)
+        except ValueError:
+            return False
+    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if numeric(j) else ":---" for j in range(len(headers))) + "|"]
     return out + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
 
 
