@@ -73,6 +73,14 @@ def _model_args(p: argparse.ArgumentParser, model_help: str = "architecture, pre
     p.add_argument("--weights-dir", default=None, help="folder with pretrained files (default $SPARRING_WEIGHTS)")
 
 
+def _speed_args(p: argparse.ArgumentParser) -> None:
+    """Training speed opt-ins (sparring.precision); measured in docs/training-speed.md."""
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="mixed precision for training: autocast to bf16 or fp16 (gradient scaler); default fp32")
+    p.add_argument("--channels-last", action="store_true", help="channels_last memory format for training")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model for training")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sparring", description="Attack, defend and audit image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -88,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", default="adam", help="sgd or adam")
     t.add_argument("--schedule", default="cosine", help="cosine, step, onecycle or none")
     t.add_argument("--augment", default="none", help="none, crop or crop-flip")
+    _speed_args(t)
     _common(t)
     d = sub.add_parser("defend", help="apply defenses (training recipes, filters, noise) and save the defended model")
     d.add_argument("--dataset", default="digits")
@@ -101,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument(flag, type=kind, default=default)
     d.add_argument("--optimizer", default="adam", help="sgd or adam")
     d.add_argument("--schedule", default=None, help="cosine, step, onecycle or none (default: the recipe's)")
+    _speed_args(d)
     _common(d)
     e = sub.add_parser("evaluate", help="clean and robust accuracy of one model under attacks")
     _model_args(e)
@@ -109,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--norm", default="linf", help="l1, l2 or linf")
     e.add_argument("--targeted", action="store_true", help="targeted attacks (target picked by --target)")
     e.add_argument("--target", default="random", help="random, least-likely or next")
+    e.add_argument("--attack-precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="autocast the attacks (default fp32; reduced precision can understate an attack)")
     e.add_argument("--inputs", default=None, help="your own images instead of the test split: .npz (x, y) or .pt")
     e.add_argument("--n", "--first", dest="n", type=int, default=0,
                    help="first N test images (0 = all); under torchrun write --first (torchrun takes --n as its own)")

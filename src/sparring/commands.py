@@ -60,6 +60,12 @@ def _join(device: str) -> str:
     return rank_device(setup(resolved), resolved)
 
 
+def _speed(args: argparse.Namespace) -> Any:
+    from .precision import training_options
+
+    return training_options(precision=args.precision, channels_last=args.channels_last, compile=args.compile)
+
+
 def current() -> Any:
     from .distributed import current as dist
 
@@ -77,10 +83,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     x_train, y_train = require_train(ds)
     model, _ = resolve_model(args.model, dataset=ds, seed=args.seed)
     check_fits(model, ds.input_shape, ds.num_classes, ds.name)
-    history = train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test, epochs=args.epochs,
-                    batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
-                    weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment, seed=args.seed,
-                    device=device, progress=sys.stderr.isatty(), log=_say)
+    with _speed(args):
+        history = train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test, epochs=args.epochs,
+                        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
+                        weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment, seed=args.seed,
+                        device=device, progress=sys.stderr.isatty(), log=_say)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
     if not current().main:  # under torchrun rank 0 writes
         return 0
@@ -116,10 +123,11 @@ def cmd_defend(args: argparse.Namespace) -> int:
     model = apply_defenses(net, chain, parts)  # noise layers go into net in place; filters wrap it as .model
     check_fits(model, ds.input_shape, ds.num_classes, ds.name)
     if args.epochs:
-        model, trained = train_defended(model, ds, recipe, threat, schedule=args.schedule, epochs=args.epochs,
-                                        batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                                        momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
-                                        device=device, progress=sys.stderr.isatty(), log=_say)
+        with _speed(args):
+            model, trained = train_defended(model, ds, recipe, threat, schedule=args.schedule, epochs=args.epochs,
+                                            batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
+                                            momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
+                                            device=device, progress=sys.stderr.isatty(), log=_say)
         history = {**history, "model": trained} if history else trained
     model = model.to(device)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
@@ -184,7 +192,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                        device=device, context={"model": args.model, "dataset": name},
                        done=RunStore(Path(args.out)).done() if args.out else None,
                        on_record=store.append if store else None,
-                       gallery_dir=Path(args.out) / "adversarial" if args.out else None, dist=dist)
+                       gallery_dir=Path(args.out) / "adversarial" if args.out else None, dist=dist,
+                       precision=args.attack_precision)
     if not dist.main:
         return 0
     summary = _summary(name, args.model, n, records)

@@ -54,6 +54,9 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "cosine"
     augment: str = "none"
+    precision: str = "fp32"  # mixed precision: "bf16" or "fp16" autocast (sparring.precision)
+    channels_last: bool = False
+    compile: bool = False
 
 
 @dataclass(frozen=True)
@@ -101,6 +104,7 @@ class EvalConfig:
     batch_size: int = 256
     gallery: int = 8
     over: str = "all"  # the report's robust accuracy: over "all" n samples, or over the "correct" ones
+    precision: str = "fp32"  # attacks under autocast ("bf16" / "fp16"): opt-in, noted by the audit
 
 
 def _default_attacks() -> tuple[AttackConfig, ...]:
@@ -220,6 +224,9 @@ def _variant(table: Any, where: str) -> VariantConfig:
 def _check_matrix(config: Config) -> None:
     if config.variants and config.defenses:
         raise ConfigError("expected either [[defenses]] (one defense chain) or [[variants]] (several), got both")
+    for where, value in (("train.precision", config.train.precision), ("evaluate.precision", config.evaluate.precision)):
+        if value not in ("fp32", "bf16", "fp16"):
+            raise ConfigError(f"{where} must be \"fp32\", \"bf16\" or \"fp16\", got {value!r}")
     if config.evaluate.over not in ("all", "correct"):
         raise ConfigError(f"evaluate.over must be \"all\" or \"correct\", got {config.evaluate.over!r}")
     for what, labels in (("variants", [v.name for v in config.variants]),

@@ -225,6 +225,12 @@ def audit_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Con
                        steps=a.steps, restarts=a.restarts, square_queries=a.square_queries, seed=config.seed)
     except (SparringError, RuntimeError, ValueError) as exc:
         return {**base, "verdict": "error", "error": str(exc).splitlines()[0], "time_s": time.perf_counter() - tick}
+    if config.evaluate.precision != "fp32":  # the cells' attacks ran in reduced precision; the audit's in fp32
+        report["checks"].append({"name": "attack precision", "status": "warn", "cause": "", "fix": "",
+                                 "evidence": f"the attack cells ran under {config.evaluate.precision} autocast; the "
+                                             "audit's attacks ran in fp32: compare its naive numbers with the cells"})
+        if report["verdict"] == "pass":
+            report["verdict"] = "warn"
     back = {v: k for k, v in eps.items()}
     by_label = {k: (None if d is None else {back.get(e, f"{e:g}"): v for e, v in d.items()})
                 for k, d in (("naive", report["naive"]), ("adaptive", report["adaptive"]))}
@@ -361,7 +367,7 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
         log(f"evaluating {len(specs)} attacks on {n} {ds.name} test images{where}")
         evaluate(model, ds.x_test[:n], ds.y_test[:n], specs, seed=config.seed, batch_size=config.evaluate.batch_size,
                  device=device, context=context, done=unit.done(), on_record=unit.append, gallery_dir=gallery,
-                 gallery_size=config.evaluate.gallery, dist=dist)
+                 gallery_size=config.evaluate.gallery, dist=dist, precision=config.evaluate.precision)
         if not dist.main:  # the audit and the latent plot run on rank 0 alone
             continue
         if config.audit.enabled and "audit" not in unit.done():
@@ -399,6 +405,7 @@ def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[di
     from .defenses.build import apply_defenses, network_and_parts
     from .distributed import current
     from .models import load_model, save_model
+    from .precision import training_options
 
     meta = {"dataset": ds.name, "classes": list(ds.classes)}
     chain = [{k: v for k, v in d.items() if k != "kind"} for d in defenses]
@@ -429,10 +436,11 @@ def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[di
     how = f" with {recipe['name']}" if recipe else ""
     log(f"training {m.arch}{how} on {ds.name} ({len(ds.y_train)} images, {epochs} epochs)")
     tick = time.perf_counter()
-    model, history = train_defended(model, ds, recipe, threat, schedule=t.schedule, epochs=epochs,
-                                    batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
-                                    weight_decay=t.weight_decay, augment=t.augment, seed=config.seed,
-                                    device=device, progress=progress, log=log)
+    with training_options(precision=t.precision, channels_last=t.channels_last, compile=t.compile):
+        model, history = train_defended(model, ds, recipe, threat, schedule=t.schedule, epochs=epochs,
+                                        batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
+                                        weight_decay=t.weight_decay, augment=t.augment, seed=config.seed,
+                                        device=device, progress=progress, log=log)
     info.update(trained_here=True, train_time_s=time.perf_counter() - tick, history=history)
     net, parts = network_and_parts(model)
     if current().main:  # under torchrun every rank trained its share; rank 0 saves

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from .augment import AUGMENTATIONS, augment_batch
 from .distributed import current
+from .precision import autocast, current_options
 from .errors import ConfigError, InputError
 from .optim import OPTIMIZERS, SCHEDULES
 
@@ -171,7 +172,14 @@ def train(
     sched = make_sched(opt, lr=lr, epochs=epochs, steps_per_epoch=steps)
     history: list[dict[str, Any]] = []
     show = progress and sys.stderr.isatty() and dist.main
+    opts = current_options()  # mixed precision, channels_last, torch.compile (sparring.precision)
+    fmt = torch.channels_last if opts.channels_last and out.dim() == 2 and x_train.dim() == 4 else None
+    if fmt is not None:
+        model.to(memory_format=fmt)
     net = _ddp(model, device) if dist.active else model  # under torchrun: gradients averaged over the ranks
+    if opts.compile:
+        net = torch.compile(net)
+    scaler = torch.amp.GradScaler(device.type) if opts.precision == "fp16" else None
     part = slice(dist.rank, None, dist.world)
     fork_devices = [device] if device.type == "cuda" else []
     try:
@@ -192,14 +200,22 @@ def train(
                     yb = y_train[idx].to(device, non_blocking=True)
                     if dist.active:
                         xb, yb, idx = xb[part], yb[part], idx[part]
-                    if batch_loss is None:
-                        logits = net(xb)
-                        loss = F.cross_entropy(logits, yb)
-                    else:
-                        loss, logits = batch_loss(net, xb, yb, idx, epoch)
+                    if fmt is not None:
+                        xb = xb.contiguous(memory_format=fmt)
+                    with autocast(device, opts.precision):
+                        if batch_loss is None:
+                            logits = net(xb)
+                            loss = F.cross_entropy(logits.float(), yb)
+                        else:
+                            loss, logits = batch_loss(net, xb, yb, idx, epoch)
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    if scaler is not None:
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                    else:
+                        loss.backward()
+                        opt.step()
                     if sched is not None:
                         sched.step()
                     loss_sum += loss.detach() * len(yb)
@@ -232,6 +248,8 @@ def train(
                     break
     finally:
         model.eval()
+        if fmt is not None:  # saved weights must be contiguous (safetensors); inference needs no format
+            model.to(memory_format=torch.contiguous_format)
     return history
 
 

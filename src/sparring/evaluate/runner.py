@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..attacks import ATTACKS
 from ..distributed import Dist, current
+from ..precision import attack_autocast, check_precision
 from ..errors import InputError
 from ..rng import SampleGenerators
 from ..threat import ThreatModel
@@ -40,11 +41,13 @@ def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) 
 def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], *, seed: int = 0,
              batch_size: int = 256, device: str | torch.device = "cpu", context: dict[str, Any] | None = None,
              done: dict[str, Record] | None = None, on_record: Callable[[Record], None] | None = None,
-             gallery_dir: Path | None = None, gallery_size: int = 8, dist: Dist | None = None) -> list[Record]:
+             gallery_dir: Path | None = None, gallery_size: int = 8, dist: Dist | None = None,
+             precision: str = "fp32") -> list[Record]:
     """Evaluate `model` on (x, y) under every attack and eps; returns all records in order.
 
     Under torchrun (`dist`, default sparring.distributed.current()) each rank attacks its shard of the
     samples and every rank computes the same records; only rank 0 calls on_record and saves galleries.
+    precision "bf16" / "fp16" autocasts the attacks (not the judging forward passes); such records say so.
 
     Example:
         >>> records = evaluate(model, x, y, [AttackSpec("pgd", Norm.LINF, (("8/255", 8 / 255),))])
@@ -53,6 +56,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
         raise InputError(f"expected as many labels as images (and at least one), got {x.shape[0]} images, {y.shape[0]} labels")
     device = torch.device(device)
     dist = dist or current()
+    check_precision(precision)
     if not dist.main:
         on_record, gallery_dir = None, None
     base = {"model": "model", "defense": "none", "dataset": "data", **(context or {})}
@@ -81,7 +85,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
         for spec in attacks:
             cells = [f"{spec.label}|{spec.norm.value}|{label}" for label, _ in spec.eps]
             new = _run_attack(model, x, y, logits, correct, spec, seed, batch_size, device, gallery_dir, gallery_size,
-                              {c: done[c] for c in cells if c in done}, dist)
+                              {c: done[c] for c in cells if c in done}, dist, precision)
             for (label, _), rec in zip(spec.eps, new):  # each cell is written as soon as it is done
                 emit(rec)
                 robust_by.setdefault((spec.norm.value, label), []).append((spec.label, unpack_mask(rec["robust_bits"], len(y))))
@@ -96,7 +100,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
 
 def _run_attack(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, correct: Tensor, spec: AttackSpec,
                 seed: int, batch_size: int, device: torch.device, gallery_dir: Path | None,
-                gallery_size: int, finished: dict[str, Record], dist: Dist) -> Iterator[Record]:
+                gallery_size: int, finished: dict[str, Record], dist: Dist, precision: str) -> Iterator[Record]:
     """Yield one attack's records in eps order: a finished cell's stored record, else a new one. A budget
     attack runs once per eps that is not finished (its record yielded at once, so a kill loses at most
     the cell in progress); a minimal attack runs once for all its eps, unless all are finished."""
@@ -118,8 +122,10 @@ def _run_attack(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, co
         outs = []
         tick = time.perf_counter()
         for idx in batches:
-            outs.append(fn(counted, x[idx].to(device), targets[idx].to(device), threat=threat,
-                           generator=SampleGenerators(seed, idx), **spec.call_kwargs()).detach().cpu().to(x.dtype))
+            with attack_autocast(device, precision):
+                out = fn(counted, x[idx].to(device), targets[idx].to(device), threat=threat,
+                         generator=SampleGenerators(seed, idx), **spec.call_kwargs())
+            outs.append(out.detach().cpu().to(x.dtype))
         mine = torch.cat(batches) if batches else rows[:0]
         x_mine = torch.cat(outs) if outs else x[:0]
         seconds = dist.total(time.perf_counter() - tick, "max")
@@ -133,8 +139,9 @@ def _run_attack(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, co
             yield finished[cell]
             continue
         x_adv, counter, seconds = once if once is not None else run(eps)
-        yield _cell_record(model, x, y, targets, x_adv, correct, spec, label, eps, counter, seconds, batch_size,
-                           device, gallery_dir, gallery_size, i)
+        record = _cell_record(model, x, y, targets, x_adv, correct, spec, label, eps, counter, seconds, batch_size,
+                              device, gallery_dir, gallery_size, i)
+        yield record if precision == "fp32" else {**record, "precision": precision}
 
 
 def _cell_record(model: nn.Module, x: Tensor, y: Tensor, targets: Tensor, x_adv: Tensor, correct: Tensor,
