@@ -50,35 +50,19 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _join(device: str) -> str:
-    """The device after joining a torchrun job, if any (gloo on CPU, NCCL and GPU LOCAL_RANK on CUDA);
-    training then runs in DistributedDataParallel over the processes, each on its share of every batch."""
-    from .distributed import rank_device, setup
-    from .experiment import resolve_device
-
-    resolved = resolve_device(device)
-    return rank_device(setup(resolved), resolved)
-
-
 def _speed(args: argparse.Namespace) -> Any:
     from .precision import training_options
 
     return training_options(precision=args.precision, channels_last=args.channels_last, compile=args.compile)
 
 
-def current() -> Any:
-    from .distributed import current as dist
-
-    return dist()
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from .data import load_dataset, require_train
-    from .experiment import check_fits, resolve_model
+    from .experiment import check_fits, join_job, resolve_model
     from .models import save_model
     from .train import evaluate_accuracy, train
 
-    device = _join(args.device)
+    _, dist, device = join_job(args.device)  # under torchrun: DDP training, rank 0 saves
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
     x_train, y_train = require_train(ds)
     model, _ = resolve_model(args.model, dataset=ds, seed=args.seed)
@@ -89,11 +73,11 @@ def cmd_train(args: argparse.Namespace) -> int:
                         weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment, seed=args.seed,
                         device=device, progress=sys.stderr.isatty(), log=_say)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
-    if not current().main:  # under torchrun rank 0 writes
+    if not dist.main:  # under torchrun rank 0 writes
         return 0
     paths = save_model(model, Path(args.out), meta={"dataset": ds.name, "classes": list(ds.classes),
                                                      "test_accuracy": accuracy, "history": history, "seed": args.seed,
-                                                     "processes": current().world})
+                                                     "processes": dist.world})
     print(f"test accuracy {100 * accuracy:.2f}% -> {paths[0]}")
     return 0
 
@@ -102,7 +86,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
     from .data import load_dataset
     from .defenses.build import apply_defenses, network_and_parts
     from .errors import InputError
-    from .experiment import check_fits, defense_chain, resolve_model, train_defended, train_parts
+    from .experiment import check_fits, defense_chain, join_job, resolve_model, train_defended, train_parts
     from .models import Normalized, save_model
     from .train import evaluate_accuracy
 
@@ -112,7 +96,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
     specs, recipe, threat = defense_chain(entries)
     if args.epochs < 0 or (recipe and args.epochs == 0):
         raise ConfigError(f"--epochs must be >= {1 if recipe else 0} (0: wrap without training), got {args.epochs}")
-    device = _join(args.device)
+    _, dist, device = join_job(args.device)  # under torchrun: DDP training, rank 0 saves
     ds = load_dataset(args.dataset, data_dir=args.data_dir)
     model, info = resolve_model(args.model, dataset=ds, seed=args.seed)
     net, parts = network_and_parts(model)
@@ -132,7 +116,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
     model = model.to(device)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
     net, parts = network_and_parts(model)  # saved: the network and trained parts; the meta rebuilds the rest
-    if not current().main:  # under torchrun rank 0 writes
+    if not dist.main:  # under torchrun rank 0 writes
         return 0
     paths = save_model(net, Path(args.out), meta={"dataset": ds.name, "classes": list(ds.classes), "defense": chain,
                                                    "base_model": args.model, "test_accuracy": accuracy,
@@ -144,15 +128,11 @@ def cmd_defend(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data import load_dataset, load_inputs
     from .evaluate import evaluate
-    from .experiment import attack_specs, check_fits, resolve_device, resolve_model
+    from .experiment import attack_specs, check_fits, join_job, resolve_model
     from .paths import sha256_file
     from .store import RunStore, environment
 
-    from .distributed import rank_device, setup
-
-    resolved = resolve_device(args.device)
-    dist = setup(resolved)  # under torchrun: join the job, one shard of the samples per process
-    device = rank_device(dist, resolved)
+    resolved, dist, device = join_job(args.device)  # under torchrun: one shard of the batches per process
     eps = _eps_list(args.eps)
     attacks = []
     for text in args.attack:

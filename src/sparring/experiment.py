@@ -29,6 +29,16 @@ def resolve_device(name: str) -> str:
     return name
 
 
+def join_job(name: str) -> tuple[str, Any, str]:
+    """Resolve a device name and join a torchrun job when this process is in one (gloo on CPU, NCCL and
+    GPU LOCAL_RANK on CUDA): (the resolved name, the Dist, this process's device)."""
+    from .distributed import rank_device, setup
+
+    resolved = resolve_device(name)
+    dist = setup(resolved)
+    return resolved, dist, rank_device(dist, resolved)
+
+
 def resolve_model(spec: str, weights: str = "", *, dataset: Any = None, weights_dir: str | None = None,
                   seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
     """A model from an architecture name, a pretrained alias, or a saved sparring model path.
@@ -248,8 +258,8 @@ def matrix(config: Config) -> list[tuple[Any, str, Any, str]]:
     variants = list(config.variants) or [VariantConfig("+".join(d.name for d in config.defenses) or "none",
                                                         config.defenses)]
     single = len(models) * len(variants) == 1
-    return [(m, getattr(m, "label", "") or m.arch, v, "" if single else f"{getattr(m, 'label', '') or m.arch}|{v.name}|")
-            for m in models for v in variants]
+    labelled = [(m, getattr(m, "label", "") or m.arch) for m in models]
+    return [(m, label, v, "" if single else f"{label}|{v.name}|") for m, label in labelled for v in variants]
 
 
 class _Prefixed:
@@ -303,12 +313,11 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
     """Train or load every model x defense variant, evaluate the attack x eps matrix on each, audit each,
     write the report; resumes in `out`."""
     from .data import load_dataset
-    from .distributed import rank_device, setup, solo
+    from .distributed import solo
+    from .paths import safe_name
     from .report import write_report
 
-    resolved = resolve_device(config.device)
-    dist = setup(resolved)  # under torchrun: rank 0 trains and writes, every rank attacks a shard
-    device = rank_device(dist, resolved)
+    _, dist, device = join_job(config.device)  # under torchrun: rank 0 writes, every rank attacks a shard
     if not dist.main:
         progress, log = False, (lambda *a, **k: None)
     store = RunStore(out)
@@ -316,14 +325,15 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
         store.open(dump_toml(config))
     dist.barrier()
     specs = attack_specs(config.attacks, config.evaluate.eps)
-    units = matrix(config)
     plans = []
-    for m, label, variant, prefix in units:
+    for m, label, variant, prefix in matrix(config):
         defenses, recipe, threat = defense_chain([(d.name, dict(d.params), d.eps, d.norm) for d in variant.defenses])
-        name = "model.safetensors" if not prefix else f"models/{_slug(label)}__{_slug(variant.name)}.safetensors"
-        plans.append((m, label, variant, prefix, defenses, recipe, threat, out / name))
+        # a matrix unit's files: models/<suffix>.safetensors, adversarial__<suffix>/, latent__<suffix>.pt
+        suffix = f"{safe_name(label)}__{safe_name(variant.name)}" if prefix else ""
+        name = f"models/{suffix}.safetensors" if prefix else "model.safetensors"
+        plans.append((m, label, variant, prefix, suffix, defenses, recipe, threat, out / name))
     need_train = any((not m.weights or any(d["name"] == "autoencoder" for d in defenses)) and not trained.exists()
-                     for m, _, _, _, defenses, _, _, trained in plans)
+                     for m, _, _, _, _, defenses, _, _, trained in plans)
     ds = load_dataset(config.data.name, data_dir=config.data.data_dir or None, train=need_train)
     if config.data.train_n and ds.x_train is not None:
         if not 0 < config.data.train_n <= len(ds.y_train):
@@ -333,37 +343,38 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
     if n < 0 or n > len(ds.y_test):
         raise ConfigError(f"data.n must be between 1 and {len(ds.y_test)} (0 = all), got {config.data.n}")
     units = []  # every model is trained (and saved) before any is attacked: the manifest names them all
-    for m, label, variant, prefix, defenses, recipe, threat, trained in plans:
-        if not dist.active or _data_parallel(recipe, defenses):  # plain and adversarial training: DDP on every rank
-            model, info = _unit_model(config, ds, m, variant, defenses, recipe, threat, trained, device, progress, log)
-        else:  # other recipes: rank 0 trains alone and saves, the other ranks load its model
+    for m, label, variant, prefix, suffix, defenses, recipe, threat, trained in plans:
+        def build() -> tuple[nn.Module, dict[str, Any]]:
+            return _unit_model(config, ds, m, variant, defenses, recipe, threat, trained, device, progress, log)
+
+        if dist.active and not _data_parallel(recipe, defenses):  # rank 0 trains alone, the others load its model
             if dist.main:
                 with solo():
-                    model, info = _unit_model(config, ds, m, variant, defenses, recipe, threat, trained, device,
-                                              progress, log)
+                    model, info = build()
             dist.barrier()
             if not dist.main:
-                model, info = _unit_model(config, ds, m, variant, defenses, recipe, threat, trained, device, progress,
-                                          log)
+                model, info = build()
+        else:  # one process, or plain and adversarial training in DistributedDataParallel on every rank
+            model, info = build()
         check_fits(model, ds.input_shape, ds.num_classes, ds.name)
-        units.append((model, info, label, variant, prefix))
+        units.append((model, info, label, variant, prefix, suffix))
     # the report's latent-space plot (seeds/001, Fig. 8) when any variant is the contrastive defense
-    contrastive = any(d.name == "contrastive" for v in (config.variants or [config]) for d in v.defenses)
+    contrastive = any(d["name"] == "contrastive" for plan in plans for d in plan[5])
     latent_spec = next((s for s in specs if not s.targeted and s.kind != "minimal"), None)
     manifest = {**environment(device), "seed": config.seed, "config": config.name,
                 "dataset": {"name": ds.name, "sha256": ds.sha256, "source": ds.source, "n": n},
                 "model": units[0][1], "classes": list(ds.classes)}
     if len(units) > 1:
-        manifest["models"] = {prefix.rstrip("|"): info for _, info, _, _, prefix in units}
+        manifest["models"] = {prefix.rstrip("|"): info for _, info, _, _, prefix, _ in units}
     if dist.active:
         manifest["processes"] = dist.world
     if dist.main:
         store.write_manifest(manifest)
-    for model, info, label, variant, prefix in units:
+    for model, info, label, variant, prefix, suffix in units:
         context = {"model": label, "dataset": ds.name, "defense": variant.name}
         unit = _Prefixed(store, prefix)
         where = f" ({label} / {variant.name})" if prefix else ""
-        gallery = out / ("adversarial" + (f"__{_slug(label)}__{_slug(variant.name)}" if prefix else ""))
+        gallery = out / ("adversarial" + (f"__{suffix}" if suffix else ""))
         log(f"evaluating {len(specs)} attacks on {n} {ds.name} test images{where}")
         evaluate(model, ds.x_test[:n], ds.y_test[:n], specs, seed=config.seed, batch_size=config.evaluate.batch_size,
                  device=device, context=context, done=unit.done(), on_record=unit.append, gallery_dir=gallery,
@@ -376,7 +387,7 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
         if contrastive and latent_spec is not None and "latent" not in unit.done():
             log(f"projecting the latent space{where}")
             unit.append(latent_record(model, ds.x_test[:n], ds.y_test[:n], latent_spec, config.seed, device, out,
-                                      f"latent{_slug('__' + label + '__' + variant.name) if prefix else ''}.pt", context))
+                                      f"latent{f'__{suffix}' if suffix else ''}.pt", context))
     if dist.main:
         write_report(out)
     return out
@@ -390,12 +401,6 @@ def _data_parallel(recipe: dict[str, Any] | None, defenses: list[dict[str, Any]]
     adversarial-training recipes (tested against one process); not distillation, contrastive,
     smoothing's noise training or the autoencoder."""
     return (recipe is None or recipe["name"] in DATA_PARALLEL) and not any(d["name"] == "autoencoder" for d in defenses)
-
-
-def _slug(text: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "x"
 
 
 def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[dict[str, Any]], recipe: Any,

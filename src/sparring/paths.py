@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -48,6 +49,13 @@ KNOWN_SHA256: dict[str, str] = {
 
 _CHUNK = 1 << 20
 _SHA_CACHE: dict[tuple[str, int, int], str] = {}
+
+
+def safe_name(text: object, limit: int = 0) -> str:
+    """A file-name piece from any text: runs of characters other than letters, digits, '.', '_' and '-'
+    become '-'; at most `limit` characters when limit > 0; "x" when nothing is left."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.")
+    return (name[:limit] if limit > 0 else name) or "x"
 
 
 def repo_root() -> Path | None:

@@ -6,8 +6,8 @@ smoothing) gets them without new parameters:
     with training_options(precision="bf16", channels_last=True):
         train(model, x, y, ...)
 
-Attacks run in float32 unless asked: `attack_autocast("bf16")` is the runner's opt-in, and the audit
-notes it (reduced-precision gradients can understate an attack).
+Attacks run in float32 unless asked: the runner's `precision` opt-in wraps them in `autocast`, and the
+audit notes it (reduced-precision gradients can understate an attack).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import torch
 
 from .errors import InputError
 
-__all__ = ["PRECISIONS", "TrainingOptions", "attack_autocast", "autocast", "current_options", "training_options"]
+__all__ = ["PRECISIONS", "TrainingOptions", "autocast", "check_precision", "current_options", "training_options"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -60,8 +60,3 @@ def autocast(device: torch.device, precision: str) -> contextlib.AbstractContext
     """torch.autocast on the device's type for bf16 / fp16; nothing for fp32."""
     dtype = PRECISIONS[check_precision(precision)]
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
-
-
-def attack_autocast(device: torch.device | str, precision: str) -> contextlib.AbstractContextManager:
-    """The runner's opt-in reduced precision for attacks (float32 by default)."""
-    return autocast(torch.device(device), precision)

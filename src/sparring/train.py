@@ -22,9 +22,9 @@ from tqdm.auto import tqdm
 
 from .augment import AUGMENTATIONS, augment_batch
 from .distributed import current
-from .precision import autocast, current_options
 from .errors import ConfigError, InputError
 from .optim import OPTIMIZERS, SCHEDULES
+from .precision import autocast, current_options
 
 __all__ = ["AUGMENTATIONS", "OPTIMIZERS", "SCHEDULES", "augment_batch", "evaluate_accuracy", "train"]
 

@@ -18,8 +18,8 @@ from torch import Tensor, nn
 
 from ..attacks import ATTACKS
 from ..distributed import Dist, current
-from ..precision import attack_autocast, check_precision
 from ..errors import InputError
+from ..precision import autocast, check_precision
 from ..rng import SampleGenerators
 from ..threat import ThreatModel
 from .counting import Counter, CountingModel, frozen
@@ -83,9 +83,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
               "confusion": confusion(y, pred, logits.shape[1]), "time_s": time.perf_counter() - tick})
         robust_by: dict[tuple[str, str], list[tuple[str, Tensor]]] = {}
         for spec in attacks:
-            cells = [f"{spec.label}|{spec.norm.value}|{label}" for label, _ in spec.eps]
             new = _run_attack(model, x, y, logits, correct, spec, seed, batch_size, device, gallery_dir, gallery_size,
-                              {c: done[c] for c in cells if c in done}, dist, precision)
+                              done, dist, precision)
             for (label, _), rec in zip(spec.eps, new):  # each cell is written as soon as it is done
                 emit(rec)
                 robust_by.setdefault((spec.norm.value, label), []).append((spec.label, unpack_mask(rec["robust_bits"], len(y))))
@@ -101,7 +100,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
 def _run_attack(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, correct: Tensor, spec: AttackSpec,
                 seed: int, batch_size: int, device: torch.device, gallery_dir: Path | None,
                 gallery_size: int, finished: dict[str, Record], dist: Dist, precision: str) -> Iterator[Record]:
-    """Yield one attack's records in eps order: a finished cell's stored record, else a new one. A budget
+    """Yield one attack's records in eps order: a finished cell's stored record (from `finished`, the records
+    by cell key), else a new one. A budget
     attack runs once per eps that is not finished (its record yielded at once, so a kill loses at most
     the cell in progress); a minimal attack runs once for all its eps, unless all are finished."""
     fn = ATTACKS.get(spec.name)
@@ -122,7 +122,7 @@ def _run_attack(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, co
         outs = []
         tick = time.perf_counter()
         for idx in batches:
-            with attack_autocast(device, precision):
+            with autocast(device, precision):
                 out = fn(counted, x[idx].to(device), targets[idx].to(device), threat=threat,
                          generator=SampleGenerators(seed, idx), **spec.call_kwargs())
             outs.append(out.detach().cpu().to(x.dtype))

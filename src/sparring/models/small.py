@@ -147,12 +147,11 @@ MODELS.register(
     description="MNIST net of 'fast is better than free' (2 strided conv + 2 dense), for CPU adversarial training",
 )(MnistSmall)
 
+CIFAR_INPUT = {"input_shape": (3, 32, 32), "num_classes": 10, "mean": CIFAR10_MEAN, "std": CIFAR10_STD}
+
 MODELS.register(
     "cifar-cnn",
-    input_shape=(3, 32, 32),
-    num_classes=10,
-    mean=CIFAR10_MEAN,
-    std=CIFAR10_STD,
+    **CIFAR_INPUT,
     description="seed report's base CNN: 3 x (conv-BN-ReLU x2 + maxpool), dropout, 2 dense; noise slots",
 )(CifarCNN)
 
@@ -165,9 +164,6 @@ def cifar_cnn_small(**kwargs: object) -> CifarCNN:
 
 MODELS.register(
     "cifar-cnn-small",
-    input_shape=(3, 32, 32),
-    num_classes=10,
-    mean=CIFAR10_MEAN,
-    std=CIFAR10_STD,
+    **CIFAR_INPUT,
     description="the seed report's CNN at quarter width (16/32/64, dense 128), for CPU runs",
 )(cifar_cnn_small)

@@ -15,7 +15,7 @@ from .markdown import render_markdown
 from .tables import (Block, Code, Facts, Figure, Heading, Paragraph, clean_table, curve_series, detail_table,
                      eps_columns, eps_label, eps_value, get, group_records, lines_of, norms_of, number,
                      robust_table, slug)
-from .analysis import confusion_blocks, latent_figure, matrix_table, norm_figure, robust_value
+from .analysis import confusion_blocks, latent_figure, matrix_table, norm_figure
 
 __all__ = ["build_document", "load_run", "write_report"]
 

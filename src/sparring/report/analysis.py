@@ -6,21 +6,10 @@ from __future__ import annotations
 import numpy as np
 
 from .io import Record, Run, load_tensors
-from .tables import Figure, Paragraph, Table, eps_columns, eps_label, eps_value, lines_of, number, pct, slug
+from .tables import (Figure, Paragraph, Table, eps_columns, eps_label, eps_value, lines_of, number, over_text, pct,
+                     robust_value, slug)
 
 Group = dict[str, list[Record]]
-
-
-def robust_value(record: Record, group: Group, over: str) -> float | None:
-    """A cell's robust accuracy over all n samples, or over the correctly classified ones (over="correct",
-    the seed report's Table 1)."""
-    if over != "correct":
-        return number(record.get("robust_accuracy"))
-    attacked = number(record.get("n_attacked"))
-    if attacked is None and group["clean"]:
-        attacked = number(group["clean"][-1].get("n_correct"))
-    robust = number(record.get("n_robust"))
-    return None if not attacked or robust is None else robust / attacked
 
 
 def matrix_table(groups: dict[tuple[str, str], Group], norm: str, over: str) -> Table:
@@ -36,9 +25,8 @@ def matrix_table(groups: dict[tuple[str, str], Group], norm: str, over: str) -> 
                 continue
             cells = {eps_label(r): robust_value(r, g, over) for r in recs}
             rows.append((name, f"{model} / {defense}", *(pct(cells.get(c)) for c in columns)))
-    what = "the correctly classified samples" if over == "correct" else "all n samples"
     return Table(("attack", "model / defense", *columns), tuple(rows),
-                 f"Robust accuracy (%) under {norm} attacks, attack x defense x eps, over {what}.")
+                 f"Robust accuracy (%) under {norm} attacks, attack x defense x eps, over {over_text(over)}.")
 
 
 def norm_figure(model: str, defense: str, group: Group, index: int) -> Figure | None:

@@ -8,10 +8,10 @@ the same facts. Every string here is raw (unescaped): escaping is the renderers'
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..paths import safe_name
 from .io import Record
 
 MISSING = "—"
@@ -57,8 +57,25 @@ Block = Heading | Paragraph | Facts | Table | Figure | Code
 
 
 def slug(text: object) -> str:
-    """A safe file-name piece: runs of other characters become '-', at most 40 characters."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.")[:40] or "x"
+    """A figure file-name piece: sparring.paths.safe_name, at most 40 characters."""
+    return safe_name(text, 40)
+
+
+def robust_value(record: Record, group: dict[str, list[Record]], over: str) -> float | None:
+    """A cell's robust accuracy over all n samples, or over the correctly classified ones (over="correct",
+    the seed report's Table 1)."""
+    if over != "correct":
+        return number(record.get("robust_accuracy"))
+    attacked = number(record.get("n_attacked"))
+    if attacked is None and group["clean"]:
+        attacked = number(group["clean"][-1].get("n_correct"))
+    robust = number(record.get("n_robust"))
+    return None if not attacked or robust is None else robust / attacked
+
+
+def over_text(over: str) -> str:
+    """What a robust accuracy is taken over, in words."""
+    return "the correctly classified samples" if over == "correct" else "all n samples"
 
 
 def number(value: Any) -> float | None:
@@ -139,15 +156,12 @@ def lines_of(group: dict[str, list[Record]], norm: str) -> list[tuple[str, list[
 def robust_table(model: str, defense: str, group: dict[str, list[Record]], norm: str, over: str = "all") -> Table:
     """Rows = attack, columns = eps label, cells = robust accuracy (%) over all n samples or over the
     correctly classified ones (over="correct"); last row = worst case."""
-    from .analysis import robust_value
-
     columns = [label for _, label in eps_columns([r for _, rs, _ in lines_of(group, norm) for r in rs])]
     rows = []
     for name, records, _ in lines_of(group, norm):
         cells = {eps_label(r): robust_value(r, group, over) for r in records}
         rows.append((name, *(pct(cells.get(col)) for col in columns)))
-    what = "the correctly classified samples" if over == "correct" else "all n samples"
-    caption = (f"Robust accuracy (%) of {model} / {defense} under {norm} attacks, over {what}. "
+    caption = (f"Robust accuracy (%) of {model} / {defense} under {norm} attacks, over {over_text(over)}. "
                "Worst case: a sample counts as robust only when it survives every attack at that eps.")
     return Table((f"attack \\ eps ({norm})", *columns), tuple(rows), caption)
 
@@ -175,8 +189,6 @@ def detail_table(model: str, defense: str, group: dict[str, list[Record]]) -> Ta
 def curve_series(group: dict[str, list[Record]], norm: str,
                  over: str = "all") -> list[tuple[str, list[float], list[float], bool]]:
     """(label, eps values, robust accuracy %, dashed) per attack, then the worst case (dashed)."""
-    from .analysis import robust_value
-
     series = []
     for name, records, dashed in lines_of(group, norm):
         pts = sorted((eps_value(r), 100 * v) for r in records
