@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _doc import machine, publish
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -71,21 +72,16 @@ def main() -> None:
         rows.append(f"| {label} | {best:.1f} | {args.n / best:.1f} | {same} |")
         print(rows[-1], flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    import torch
-
     text = "\n".join([
         "# Distributed evaluation throughput on one machine", "",
         f"Command: `python benchmarks/distributed_throughput.py --dataset {args.dataset} --model {args.model} "
         f"--attack {args.attack} --eps {args.eps} --n {args.n} --batch-size {args.batch_size} --processes "
-        f"{args.processes} --repeats {args.repeats}`; {time.strftime('%Y-%m-%d')}, {platform.machine()} "
-        f"{platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}, device cpu.", "",
+        f"{args.processes} --repeats {args.repeats}`; {machine('cpu')}.", "",
         f"`sparring evaluate` of {args.attack} at eps {args.eps} on the first {args.n} test images (batches of "
         f"{args.batch_size}); wall time of the whole command, fastest of {args.repeats}, process start and "
         "model load included.", "",
         "| setting | seconds | images/s | same records |", "|---|---:|---:|---|", *rows, ""])
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

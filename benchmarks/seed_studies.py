@@ -14,13 +14,12 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
-from sparring.report.analysis import robust_value  # noqa: E402
+from sparring.report import markdown  # noqa: E402
 from sparring.report.io import load_run  # noqa: E402
-from sparring.report.tables import eps_label, group_records  # noqa: E402
+from sparring.report.tables import Table, eps_label, group_records, over_text, robust_value  # noqa: E402
 
 # The seed report's Table 1 (validation accuracy, %, on the correctly classified images) and Table 2.
 SEED_TABLE1 = {"fgsm": {"0.001": 84.61, "0.01": 54.05, "0.05": 22.0, "0.1": 21.74, "0.3": 20.57, "0.5": 13.77},
@@ -49,7 +48,7 @@ class Study:
     def clean(self, variant: str) -> float:
         return 100 * self.group(variant)["clean"][-1]["accuracy"]
 
-    def cell(self, variant: str, attack: str, eps: str, *, over: str | None = None) -> dict | None:
+    def cell(self, variant: str, attack: str, eps: str) -> dict | None:
         g = self.group(variant)
         return next((r for r in g["attack"] + g["worst_case"]
                      if (r.get("attack", "worst case") if r["kind"] == "attack" else "worst case") == attack
@@ -83,13 +82,8 @@ def f(v: float) -> str:
 
 
 def table(headers: list[str], rows: list[list[str]]) -> list[str]:
-    def numeric(j: int) -> bool:
-        try:
-            return all(str(row[j]) == "—" or float(str(row[j]).split()[0]) is not None for row in rows)
-        except ValueError:
-            return False
-    out = ["| " + " | ".join(headers) + " |", "|" + "|".join("---:" if numeric(j) else ":---" for j in range(len(headers))) + "|"]
-    return out + ["| " + " | ".join(map(str, row)) + " |" for row in rows]
+    """The report's Markdown table (escaped cells, numeric columns right-aligned) as lines."""
+    return markdown.table(Table(tuple(headers), tuple(tuple(str(c) for c in row) for row in rows))).splitlines()
 
 
 def matrix_rows(s: Study, attacks: list[str] | None = None) -> list[str]:
@@ -111,10 +105,10 @@ def audit_rows(s: Study) -> list[str]:
             continue
         failed = [c["name"] for c in a.get("checks", []) if c.get("status") in ("fail", "warn")]
         naive, adaptive = a.get("naive") or {}, a.get("adaptive") or {}
-        nums = "; ".join(f"eps {e}: {100 * naive[e]:.1f}" + (f" -> {100 * adaptive[e]:.1f}" if e in adaptive else "")
+        nums = "; ".join(f"eps {e}: {100 * naive[e]:.1f}" + (f" → {100 * adaptive[e]:.1f}" if e in adaptive else "")
                          for e in naive)
         rows.append([v, a.get("verdict", "?").upper(), ", ".join(failed) or "none", nums])
-    return table(["model / defense", "audit", "checks failed or warned", "naive -> adaptive robust % (first n)"], rows)
+    return table(["model / defense", "audit", "checks failed or warned", "naive → adaptive robust % (first n)"], rows)
 
 
 def holds(ok: bool) -> str:
@@ -189,7 +183,7 @@ def study_c(s: Study) -> list[str]:
     lines += table(["adversarial test set", "eps", *s.variants], rows) + [""]
     raised = all(s.robust(v, a, e) > s.robust(base, a, e) for v in s.variants[1:] for a in s.attacks()
                  for e in s.eps_of(a))
-    lines += [f"Clean accuracy: " + ", ".join(f"{v} {f(s.clean(v))}%" for v in s.variants) + ".",
+    lines += ["Clean accuracy: " + ", ".join(f"{v} {f(s.clean(v))}%" for v in s.variants) + ".",
               f"Shape: retraining with clean + adversarial examples raises accuracy on every adversarial test set: "
               f"{holds(raised)}.", ""]
     return lines
@@ -236,8 +230,7 @@ def main() -> None:
     lines += table(["model / defense", "clean accuracy (%)", "training time"],
                    [[v, f(s.clean(v)), s.train_time(v)] for v in s.variants]) + [""]
     lines += {"a": study_a, "b": study_b, "c": study_c, "d": study_d}[args.study](s)
-    what = "the correctly classified test images" if s.over == "correct" else "all n test images"
-    lines += [f"## Every cell (robust accuracy %, over {what})", ""] + matrix_rows(s)
+    lines += [f"## Every cell (robust accuracy %, over {over_text(s.over)})", ""] + matrix_rows(s)
     lines += ["## Audit (gradient masking)", ""] + audit_rows(s) + [""]
     if args.notes:
         lines += [Path(args.notes).read_text(encoding="utf-8").rstrip(), ""]

@@ -11,10 +11,7 @@ warm-up epoch (compilation happens there), timed by the training loop's own epoc
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -25,6 +22,8 @@ from sparring.data import load_dataset  # noqa: E402
 from sparring.models import build_model  # noqa: E402
 from sparring.precision import training_options  # noqa: E402
 from sparring.train import train  # noqa: E402
+
+from _doc import machine, publish  # noqa: E402
 
 SETTINGS = [("fp32", {}), ("bf16 autocast", {"precision": "bf16"}), ("fp16 autocast + scaler", {"precision": "fp16"}),
             ("channels_last", {"channels_last": True}), ("torch.compile", {"compile": True})]
@@ -64,15 +63,12 @@ def main() -> None:
     text = "\n".join([
         "# Training speed opt-ins", "",
         f"Command: `python benchmarks/training_speed.py --dataset {args.dataset} --model {args.model} --steps "
-        f"{args.steps} --batch-size {args.batch_size} --device {args.device}`; {time.strftime('%Y-%m-%d')}, "
-        f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs, torch {torch.__version__}, device {device}.", "",
+        f"{args.steps} --batch-size {args.batch_size} --device {args.device}`; {machine(device)}.", "",
         f"One epoch of {args.steps} SGD steps on {n} training images after a warm-up epoch (torch.compile compiles "
         "there); milliseconds per step, speed-up over fp32, and the epoch's mean loss (equal settings should "
         "train alike).", "",
         "| setting | ms per step | vs fp32 | loss |", "|---|---:|---:|---:|", *rows, ""])
-    print(text)
-    if args.out:
-        Path(args.out).write_text(text, encoding="utf-8")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":
