@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
         d.add_argument(flag, type=kind, default=default)
     d.add_argument("--optimizer", default="adam", help="sgd or adam")
     d.add_argument("--schedule", default=None, help="cosine, step, onecycle or none (default: the recipe's)")
+    d.add_argument("--augment", default="none", help="none, crop or crop-flip (training recipes)")
     _speed_args(d)
     _common(d)
     e = sub.add_parser("evaluate", help="clean and robust accuracy of one model under attacks")

@@ -110,8 +110,9 @@ def cmd_defend(args: argparse.Namespace) -> int:
         with _speed(args):
             model, trained = train_defended(model, ds, recipe, threat, schedule=args.schedule, epochs=args.epochs,
                                             batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
-                                            momentum=args.momentum, weight_decay=args.weight_decay, seed=args.seed,
-                                            device=device, progress=sys.stderr.isatty(), log=_say)
+                                            momentum=args.momentum, weight_decay=args.weight_decay,
+                                            augment=args.augment, seed=args.seed, device=device,
+                                            progress=sys.stderr.isatty(), log=_say)
         history = {**history, "model": trained} if history else trained
     model = model.to(device)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
