@@ -50,3 +50,16 @@ def test_gpu_evaluation_agrees_with_cpu(tmp_path, capsys):
     assert results["cpu"]["attacks"].keys() == results["cuda"]["attacks"].keys() == {"pgd", "deepfool"}
     for attack, cells in results["cpu"]["attacks"].items():  # float rounding may flip a few samples
         assert abs(cells["0.1"] - results["cuda"]["attacks"][attack]["0.1"]) <= 0.01, attack
+
+
+@needs_cuda
+def test_gpu_evaluation_repeats_exactly(tmp_path):
+    """IEEE float32 and deterministic kernels (sparring.precision.exact_float32): a minimal attack run twice on
+    the GPU gives the same per-sample results, as a torchrun job must."""
+    records = []
+    for run in ("a", "b"):
+        assert main(["evaluate", "--dataset", "digits", "--model", "digits-cnn", "--attack", "deepfool", "--attack",
+                     "pgd:steps=10", "--eps", "0.1", "--device", "cuda", "--out", str(tmp_path / run)]) == 0
+        lines = (tmp_path / run / "results.jsonl").read_text().splitlines()
+        records.append([{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in lines])
+    assert records[0] == records[1]

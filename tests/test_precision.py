@@ -77,3 +77,17 @@ def test_cli_flags(tmp_path, capsys):
     assert main(["evaluate", "--dataset", "digits", "--model", str(out.with_suffix(".safetensors")), "--attack",
                  "fgsm", "--eps", "0.1", "--attack-precision", "bf16", "--json"]) == 0
     assert "fgsm" in json.loads(capsys.readouterr().out.splitlines()[-1])["attacks"]
+
+
+def test_exact_float32_sets_ieee_and_deterministic_kernels_on_cuda_only_and_restores():
+    from sparring.precision import _tf32_switches, exact_float32
+
+    before = [getattr(obj, name) for obj, name, _ in _tf32_switches()]
+    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    with exact_float32("cpu"):  # nothing changes for the CPU
+        assert [getattr(obj, name) for obj, name, _ in _tf32_switches()] == before
+    with exact_float32("cuda"):  # the flags are process settings; they can be set without a GPU
+        assert all(getattr(obj, name) == value for obj, name, value in _tf32_switches())
+        assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+    assert [getattr(obj, name) for obj, name, _ in _tf32_switches()] == before
+    assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == flags

@@ -20,6 +20,7 @@ from ..attacks import fgsm, pgd, square
 from ..attacks.eot import eot
 from ..defenses.bpda import is_differentiable, is_random
 from ..errors import InputError
+from ..precision import with_exact_float32
 from ..rng import SampleGenerators
 from ..threat import Norm, ThreatModel
 from .masking import attackable, zero_gradient_layers
@@ -152,6 +153,7 @@ def _attack(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, step
     return torch.cat(outs)
 
 
+@with_exact_float32  # IEEE float32 and deterministic kernels on a GPU, as the runner's attacks
 def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: Sequence[float] | None = None,
           steps: int = 20, restarts: int = 1, square_queries: int = 500, surrogate: nn.Module | None = None, adaptive: bool | None = None,
           eot_samples: int = 10, seed: int = 0, batch_size: int = 256) -> dict[str, Any]:

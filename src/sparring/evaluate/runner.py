@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ..attacks import ATTACKS
 from ..distributed import Dist, current
 from ..errors import InputError
-from ..precision import autocast, check_precision
+from ..precision import autocast, check_precision, exact_float32
 from ..rng import SampleGenerators
 from ..threat import ThreatModel
 from .counting import Counter, CountingModel, frozen
@@ -70,7 +70,7 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
             on_record(record)
         done[record["cell"]] = record
 
-    with frozen(model):
+    with frozen(model), exact_float32(device):  # on a GPU: IEEE float32 (no TF32), deterministic kernels
         model.to(device)
         tick = time.perf_counter()
         logits = predict(model, x, batch_size, device)
