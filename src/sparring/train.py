@@ -1,9 +1,10 @@
-"""One training loop: SGD/Adam, LR schedules, batch augmentation, progress, checkpoints.
+"""One training loop: SGD/Adam, LR schedules, batch augmentation, progress, checkpoints, resume.
 
 Randomness is explicit: shuffling and augmentation draw from a torch.Generator seeded from
 (seed, epoch); layers that use the global RNG (Dropout) run inside ``torch.random.fork_rng``
-reseeded from (seed, epoch), so the caller's global RNG state is untouched and a run is
-reproducible from its seed.
+reseeded from (seed, epoch), so the caller's global RNG state is untouched, a run is
+reproducible from its seed, and a run resumed after epoch k (sparring.checkpoint) ends with the
+weights of an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from .augment import AUGMENTATIONS, augment_batch
+from .checkpoint import read_state, restore_state, state_path, write_state
 from .distributed import current
 from .errors import ConfigError, InputError
 from .optim import OPTIMIZERS, SCHEDULES
@@ -77,6 +79,17 @@ def _ddp(model: nn.Module, device: torch.device) -> nn.Module:
                                    broadcast_buffers=False)
 
 
+def _network(model: nn.Module) -> nn.Module:
+    """The Normalized (registered arch) that ``checkpoint`` saves: the model, or the one inside it."""
+    from .models import MODELS, Normalized
+
+    found = [m for m in model.modules() if isinstance(m, Normalized)]
+    if len(found) != 1 or found[0].arch not in MODELS:
+        raise ConfigError("checkpoint= needs a model from build_model (a Normalized with a registered arch) or a "
+                          f"module around exactly one, got {type(model).__name__} holding {len(found)}")
+    return found[0]
+
+
 def _batches(n: int, batch_size: int, generator: torch.Generator, processes: int = 1) -> Iterable[Tensor]:
     """Shuffled index batches; a trailing batch with fewer than 2 samples per process is dropped
     (BatchNorm needs two)."""
@@ -107,22 +120,37 @@ def train(
     log: Callable[[str], Any] | None = None,
     batch_loss: Callable[[nn.Module, Tensor, Tensor, Tensor, int], tuple[Tensor, Tensor]] | None = None,
     epoch_end: Callable[[int, dict[str, Any]], bool] | None = None,
+    resume: bool = False,
+    hook_state: Any = None,
 ) -> list[dict[str, Any]]:
     """Train a classifier with cross-entropy; moves ``model`` to ``device``, leaves it in eval mode.
 
     Args:
-        model: images in [0, 1] -> logits; a ``Normalized`` from build_model if ``checkpoint``.
+        model: images in [0, 1] -> logits; with ``checkpoint``, a ``Normalized`` from build_model or a
+            module around exactly one (filters in front: that network's weights are saved).
         x_train, y_train: float (N, C, H, W) images in [0, 1] and integer labels (N,).
         x_val, y_val: optional validation split, evaluated after each epoch.
         optimizer / schedule / augment: names in OPTIMIZERS / SCHEDULES / AUGMENTATIONS.
         seed: seeds shuffling, augmentation and dropout (derived per epoch).
-        checkpoint: after each epoch ``save_model(model, checkpoint, meta={"epoch", "history"})``.
+        checkpoint: a path stem; after each epoch (rank 0 under torchrun) the training state goes to
+            ``<stem>.train-state.pt`` (sparring.checkpoint: model, optimizer, schedule, fp16 scaler, epoch,
+            history, hook_state, settings; written atomically and kept), then the network's weights to
+            ``save_model(network, checkpoint, meta={"epoch", "history"})``.
+        resume: continue from ``<stem>.train-state.pt`` of ``checkpoint`` when it exists (else train from
+            scratch, and say so to ``log``): every process restores it and training goes on from the
+            next epoch, ending with the weights of an uninterrupted run; a finished run returns its
+            saved history without training. Epochs, batch_size, optimizer, lr, momentum, weight_decay,
+            schedule, augment, pad, seed, the number of training images, the number of processes,
+            precision and the batch_loss hook must match the saved run (else a ConfigError naming the
+            first that differs). The file is loaded with weights_only=True (DataError if refused).
         log: called with a one-line summary after each epoch.
         batch_loss: ``batch_loss(model, x, y, index, epoch) -> (loss, logits)`` replaces the
             cross-entropy on each (augmented) batch, model in train mode; index holds the batch's
             sample indices (for per-sample randomness); logits, aligned with y, give train_accuracy.
         epoch_end: ``epoch_end(epoch, record) -> stop`` after each epoch's metrics; it may add keys
             to record or change the model; a true return ends training after this epoch.
+        hook_state: the hooks' state across epochs, an object with ``state_dict() -> dict`` (tensors and
+            plain values) and ``load_state_dict(state)``; kept in the training state and restored on resume.
     Returns:
         One dict per epoch: epoch, loss, train_accuracy, [val_accuracy], lr (at epoch start), time_s.
 
@@ -142,11 +170,15 @@ def train(
         raise InputError(f"expected 0 <= momentum < 1, got {momentum}")
     make_opt, make_sched = OPTIMIZERS.get(optimizer), SCHEDULES.get(schedule)
     augment_batch(x_train[:2], augment, generator=torch.Generator(), pad=pad)  # validates name and pad
-    if checkpoint is not None:
-        from .models import MODELS, Normalized
-
-        if not isinstance(model, Normalized) or model.arch not in MODELS:
-            raise ConfigError("checkpoint= needs a model from build_model (a Normalized with a registered arch)")
+    network = _network(model) if checkpoint is not None else None
+    if not isinstance(resume, bool):
+        raise InputError(f"expected resume to be True or False, got {resume!r}")
+    if resume and checkpoint is None:
+        raise ConfigError("resume=True needs checkpoint=, the path stem whose .train-state.pt it continues from")
+    if hook_state is not None and not all(callable(getattr(hook_state, k, None))
+                                          for k in ("state_dict", "load_state_dict")):  # fmt: skip
+        raise InputError("expected hook_state to have state_dict() and load_state_dict(), got "
+                         f"{type(hook_state).__name__}")
     for hook, what in ((batch_loss, "batch_loss"), (epoch_end, "epoch_end")):
         if hook is not None and not callable(hook):
             raise InputError(f"expected {what} to be callable or None, got {type(hook).__name__}")
@@ -173,18 +205,39 @@ def train(
     history: list[dict[str, Any]] = []
     show = progress and sys.stderr.isatty() and dist.main
     opts = current_options()  # mixed precision, channels_last, torch.compile (sparring.precision)
+    scaler = torch.amp.GradScaler(device.type) if opts.precision == "fp16" else None
+    settings = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "lr": lr, "momentum": momentum,
+                "weight_decay": weight_decay, "schedule": schedule, "augment": augment, "pad": pad, "seed": seed,
+                "train_images": n, "processes": dist.world, "precision": opts.precision,
+                "batch_loss": None if batch_loss is None else getattr(batch_loss, "__qualname__",
+                                                                      type(batch_loss).__name__),
+                "hook_state": None if hook_state is None else type(hook_state).__name__}  # fmt: skip
+    state_file, first = (state_path(checkpoint) if checkpoint is not None else None), 1
+    if resume and state_file is not None:
+        saved = read_state(state_file, settings, dist)  # every rank reads rank 0's file
+        say = log if log is not None and dist.main else (lambda line: None)
+        if saved is None:
+            say(f"no training state at {state_file}: training from scratch")
+        else:
+            restore_state(saved, state_file, model=model, optimizer=opt, scheduler=sched, scaler=scaler,
+                          hook_state=hook_state)
+            history, first = list(saved["history"]), int(saved["epoch"]) + 1
+            say(f"resumed from {state_file} after epoch {saved['epoch']}/{epochs}"
+                + (": training had finished" if saved["done"] else ""))
+            if saved["done"]:
+                model.eval()
+                return history
     fmt = torch.channels_last if opts.channels_last and out.dim() == 2 and x_train.dim() == 4 else None
     if fmt is not None:
         model.to(memory_format=fmt)
     net = _ddp(model, device) if dist.active else model  # under torchrun: gradients averaged over the ranks
     if opts.compile:
         net = torch.compile(net)
-    scaler = torch.amp.GradScaler(device.type) if opts.precision == "fp16" else None
     part = slice(dist.rank, None, dist.world)
     fork_devices = [device] if device.type == "cuda" else []
     try:
         with torch.random.fork_rng(devices=fork_devices):
-            for epoch in range(1, epochs + 1):
+            for epoch in range(first, epochs + 1):
                 key = (int(seed) * _MIX + epoch * 0xBF58476D1CE4E5B9) % (2**63 - 1)
                 gen = torch.Generator().manual_seed(key)
                 torch.manual_seed(key ^ 0x5DEECE66D)
@@ -240,10 +293,14 @@ def train(
                     val = f" val {100 * record['val_accuracy']:.2f}%" if "val_accuracy" in record else ""
                     log(f"epoch {epoch}/{epochs} loss {mean_loss:.4f} train {100 * record['train_accuracy']:.2f}%"
                         f"{val} lr {lr_now:.4g} ({record['time_s']:.1f}s)")  # fmt: skip
-                if checkpoint is not None and dist.main:
+                if checkpoint is not None and state_file is not None and dist.main:
                     from .models import save_model
 
-                    save_model(model, checkpoint, meta={"epoch": epoch, "history": history})  # type: ignore[arg-type]
+                    # the state first: a weights file without a newer state is never taken as finished
+                    write_state(state_file, model=model, optimizer=opt, scheduler=sched, scaler=scaler,
+                                hook_state=hook_state, epoch=epoch, done=stop or epoch == epochs, history=history,
+                                settings=settings)
+                    save_model(network, checkpoint, meta={"epoch": epoch, "history": history})  # type: ignore[arg-type]
                 if stop:
                     break
     finally:
