@@ -4,6 +4,8 @@ Each recipe is `sparring.train.train` with two hooks: `batch_loss` crafts advers
 the non-clean part of each batch (sources in eval mode, parameters frozen) and returns the loss of
 the update (train mode); `epoch_end` measures PGD robust accuracy on a fixed held-out batch and
 guards against catastrophic overfitting. Randomness: per-sample streams keyed by (seed, epoch, index).
+The recipe's state across epochs (batch count, best robust accuracy and its weights) goes into train()'s
+training-state file, so a run resumed with ``checkpoint`` and ``resume=True`` ends as an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -117,6 +119,29 @@ class _Recipe:
         self.batches, self.clean, self.adversarial = 0, 0, 0
         self.best: tuple[float, int, dict[str, Tensor]] | None = None
 
+    def _settings(self) -> dict[str, Any]:
+        return {"method": self.method, "norm": self.threat.norm.value, "eps": self.threat.eps, "steps": self.steps,
+                "step_size": self.size, "mix": self.mix, "trades_beta": self.beta, "eps_warmup": self.warmup,
+                "overfit_drop": self.drop, "check_steps": self.check_steps, "surrogates": len(self.sources) - 1,
+                "check_size": None if self.check is None else len(self.check[1])}  # fmt: skip
+
+    def state_dict(self) -> dict[str, Any]:
+        """The state kept across epochs, for train()'s training-state file (tensors and plain values)."""
+        best = None if self.best is None else {"accuracy": self.best[0], "epoch": self.best[1], "weights": self.best[2]}
+        return {"settings": self._settings(), "batches": self.batches, "clean": self.clean,
+                "adversarial": self.adversarial, "best": best}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore state_dict()'s output; ConfigError when the recipe's settings differ from the saved ones."""
+        from ..checkpoint import mismatch
+
+        diff = mismatch(state.get("settings") or {}, self._settings())
+        if diff is not None:
+            raise ConfigError(f"adversarial training's {diff}")
+        self.batches, self.clean, self.adversarial = int(state["batches"]), int(state["clean"]), int(state["adversarial"])
+        best = state["best"]
+        self.best = None if best is None else (float(best["accuracy"]), int(best["epoch"]), dict(best["weights"]))
+
     def batch_loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
         k = int(self.mix * len(y))  # the first k rows of the (shuffled) batch stay clean
         gens = SampleGenerators((self.seed * _GOLDEN + epoch * _M1) % (2**63 - 1), index[k:].tolist())
@@ -176,6 +201,7 @@ def adversarial_training(
     check_steps: int = 10, check_size: int = 256, overfit_drop: float = 0.2, eps_warmup: int = 0, seed: int = 0,
     device: str | torch.device = "cpu", progress: bool = True, checkpoint: str | Path | None = None,
     log: Callable[[str], Any] | None = None, x_val: Tensor | None = None, y_val: Tensor | None = None,
+    resume: bool = False,
 ) -> tuple[nn.Module, History]:
     """Train `model` on adversarial (and, with mix > 0, clean) examples with `sparring.train.train`.
 
@@ -194,7 +220,8 @@ def adversarial_training(
         weights and stops. eps_warmup: the crafting eps (and step size) grows linearly over the first
         eps_warmup epochs (eps * epoch / eps_warmup), which keeps PGD training at MNIST's eps 0.3 from
         collapsing to a constant prediction early on; the guard only runs once the full eps is reached.
-        schedule defaults per method; the rest as in `sparring.train.train`.
+        schedule defaults per method; checkpoint / resume: as in `sparring.train.train`, the recipe's state
+        (batch count, best robust accuracy and weights) included; the rest as in `sparring.train.train`.
     Returns: (model, history): train's records plus adversarial_fraction, robust_accuracy (with the
         check) and, on a collapse, overfit=True and restored_epoch.
         >>> model, history = adversarial_training(model, x, y, method="pgd",
@@ -248,7 +275,7 @@ def adversarial_training(
                     optimizer=optimizer, lr=lr, momentum=momentum, weight_decay=weight_decay,
                     schedule=params["schedule"] if schedule is None else schedule, augment=augment, pad=pad,
                     seed=seed, device=device, progress=progress, checkpoint=checkpoint, log=log,
-                    batch_loss=recipe.batch_loss, epoch_end=recipe.epoch_end)
+                    batch_loss=recipe.batch_loss, epoch_end=recipe.epoch_end, resume=resume, hook_state=recipe)
     return model, history
 
 

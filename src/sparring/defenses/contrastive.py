@@ -123,7 +123,8 @@ def contrastive_training(
     pairs: str = "batch", triplet: bool = False, attack: str | None = None, threat: ThreatModel | None = None,
     attack_steps: int = 10, epochs: int = 10, batch_size: int = 128, optimizer: str = "adam", lr: float = 1e-3,
     momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "cosine", seed: int = 0,
-    device: str | torch.device = "cpu", progress: bool = False, log: Callable[[str], Any] | None = None
+    device: str | torch.device = "cpu", progress: bool = False, log: Callable[[str], Any] | None = None,
+    checkpoint: str | Path | None = None, resume: bool = False,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train with cross-entropy + weight * contrastive (or triplet) loss on ``layer``'s output, in place.
 
@@ -134,7 +135,7 @@ def contrastive_training(
         the input of the last nn.Linear). margin > 0 (alpha); weight >= 0 of
         the latent loss; pairs "batch"/"random". triplet: triplet loss instead; attack: None (same-class
         positives), "fgsm" or "pgd" (positive = the anchor attacked under ``threat``, ``attack_steps``).
-        epochs ... log: as in ``sparring.train.train`` (Adam, no weight decay by default).
+        epochs ... log, checkpoint, resume: as in ``sparring.train.train`` (Adam, no weight decay by default).
     Returns: (the model, in eval mode; train()'s history, each record with "latent_loss").
         >>> model, history = contrastive_training(tiny, x, y, layer="5", margin=2.0, epochs=5)
         >>> defended = LatentNN(model, "5", x, y, per_class=5)
@@ -168,7 +169,8 @@ def contrastive_training(
 
     return model, train(model, x_train, y_train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
                         lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule, seed=seed,
-                        device=device, progress=progress, log=log, batch_loss=batch_loss, epoch_end=epoch_end)
+                        device=device, progress=progress, log=log, batch_loss=batch_loss, epoch_end=epoch_end,
+                        checkpoint=checkpoint, resume=resume)
 
 
 def latent_features(model: nn.Module, layer: str, x: Tensor, *, batch_size: int = 512) -> Tensor:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -122,6 +123,8 @@ def distill(
     device: str | torch.device = "cpu",
     progress: bool = False,
     log: Callable[[str], Any] | None = None,
+    checkpoint: str | Path | None = None,
+    resume: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """Defensive distillation at temperature T; returns the student, to be deployed at T = 1.
 
@@ -140,6 +143,9 @@ def distill(
         epochs: teacher epochs; student_epochs: student epochs (default: epochs).
         batch_size, optimizer, lr, momentum, weight_decay, schedule, seed, device, progress, log:
             as in ``sparring.train.train``, for both networks (log lines start "teacher"/"student").
+        checkpoint, resume: as in ``sparring.train.train``; the student is checkpointed at
+            ``checkpoint``, the teacher at ``<stem>.teacher`` (its own .safetensors, .json and
+            .train-state.pt), so a resumed run skips a finished teacher and continues the student.
     Returns:
         (student in eval mode, info) with info keys temperature, teacher (the trained teacher, also
         at T = 1), teacher_history, student_history (train()'s records; train_accuracy on y_train).
@@ -165,13 +171,20 @@ def distill(
     common = dict(batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
                   weight_decay=weight_decay, schedule=schedule, seed=seed)  # fmt: skip
     teacher_log = None if log is None else (lambda line: log(f"teacher {line}"))
+    teacher_checkpoint = None
+    if checkpoint is not None:
+        from ..models.io import _stem
+
+        stem = _stem(checkpoint)
+        teacher_checkpoint = stem.with_name(stem.name + ".teacher")
     teacher_history = train(Temperature(teacher, t), x_train, y_train, epochs=epochs, device=device,
-                            progress=progress, log=teacher_log, **common)  # type: ignore[arg-type]
+                            progress=progress, log=teacher_log, checkpoint=teacher_checkpoint, resume=resume,
+                            **common)  # type: ignore[arg-type]
     targets = soft_labels(teacher, x_train, temperature=t)
     student_log = None if log is None else (lambda line: log(f"student {line}"))
     student_history = train(student, x_train, y_train, epochs=epochs if student_epochs is None else student_epochs,
                             device=device, progress=progress, log=student_log, batch_loss=_soft_loss(targets, t),
-                            **common)  # type: ignore[arg-type]
+                            checkpoint=checkpoint, resume=resume, **common)  # type: ignore[arg-type]
     info = {"temperature": t, "teacher": teacher.eval(), "teacher_history": teacher_history,
             "student_history": student_history}  # fmt: skip
     return student.eval(), info
