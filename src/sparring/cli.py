@@ -81,6 +81,15 @@ def _speed_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the model for training")
 
 
+def _resume_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run of the same command from OUT.train-state.pt, which every "
+                        "run writes after each epoch and keeps (distillation also OUT.teacher.*); after a finished "
+                        "run nothing is trained and the model is saved again; without the file, train from "
+                        "scratch. Without --resume the file is overwritten. The settings and the number of "
+                        "torchrun processes must match the interrupted run")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="sparring", description="Attack, defend and audit image classifiers.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -96,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", default="adam", help="sgd or adam")
     t.add_argument("--schedule", default="cosine", help="cosine, step, onecycle or none")
     t.add_argument("--augment", default="none", help="none, crop or crop-flip")
+    _resume_arg(t)
     _speed_args(t)
     _common(t)
     d = sub.add_parser("defend", help="apply defenses (training recipes, filters, noise) and save the defended model")
@@ -111,6 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--optimizer", default="adam", help="sgd or adam")
     d.add_argument("--schedule", default=None, help="cosine, step, onecycle or none (default: the recipe's)")
     d.add_argument("--augment", default="none", help="none, crop or crop-flip (training recipes)")
+    _resume_arg(d)
     _speed_args(d)
     _common(d)
     e = sub.add_parser("evaluate", help="clean and robust accuracy of one model under attacks")
@@ -204,7 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sparring: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("sparring: interrupted; finished cells are kept and a rerun resumes", file=sys.stderr)
+        print("sparring: interrupted; finished work is kept: rerun `run` as it was, `train` or `defend` with "
+              "--resume", file=sys.stderr)
         return 130
     except BrokenPipeError:
         return 0

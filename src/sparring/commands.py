@@ -71,7 +71,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         history = train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test, epochs=args.epochs,
                         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                         weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment, seed=args.seed,
-                        device=device, progress=sys.stderr.isatty(), log=_say)
+                        device=device, progress=sys.stderr.isatty(), log=_say, checkpoint=Path(args.out),
+                        resume=args.resume)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
     if not dist.main:  # under torchrun rank 0 writes
         return 0
@@ -112,7 +113,8 @@ def cmd_defend(args: argparse.Namespace) -> int:
                                             batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                                             momentum=args.momentum, weight_decay=args.weight_decay,
                                             augment=args.augment, seed=args.seed, device=device,
-                                            progress=sys.stderr.isatty(), log=_say)
+                                            progress=sys.stderr.isatty(), log=_say, checkpoint=Path(args.out),
+                                            resume=args.resume)
         history = {**history, "model": trained} if history else trained
     model = model.to(device)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)

@@ -152,11 +152,14 @@ def train_parts(specs: list[dict[str, Any]], ds: Any, parts: dict[str, Any], *, 
 
 
 def train_defended(model: nn.Module, ds: Any, recipe: dict[str, Any] | None, threat: Any, *,
-                   schedule: str | None, **common: Any) -> tuple[nn.Module, Any]:
+                   schedule: str | None, checkpoint: Path | None = None, resume: bool = False,
+                   **common: Any) -> tuple[nn.Module, Any]:
     """Train on ds's training split: plainly (recipe None), by distillation, with the contrastive loss
     (deployed as LatentNN over seeded reference images), on Gaussian noise (randomized smoothing's base
     classifier), or by an adversarial-training recipe (ensemble-at's surrogates "a+b" resolved to trained
-    models). Returns (the deployed model, history)."""
+    models). checkpoint / resume go to the training of the model (sparring.train.train: every recipe keeps
+    <stem>.train-state.pt; distillation's teacher keeps <stem>.teacher.*); ensemble-at's bare-architecture
+    surrogates are retrained (seeded, so identically) on resume. Returns (the deployed model, history)."""
     from .data import require_train
     from .defenses import (DEFENSES, LatentNN, adversarial_training, contrastive_training, distill,
                            noise_training)
@@ -165,22 +168,23 @@ def train_defended(model: nn.Module, ds: Any, recipe: dict[str, Any] | None, thr
     from .train import train
 
     x_train, y_train = require_train(ds)
+    keep = {"checkpoint": checkpoint, "resume": resume}
     if recipe is None:
         return model, train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test,
-                            schedule=schedule or "cosine", **common)
+                            schedule=schedule or "cosine", **common, **keep)
     name, params = recipe["name"], dict(recipe["params"])
     if name in ("distillation", "contrastive") and common.pop("augment", "none") != "none":
         raise ConfigError(f"defense {name!r} trains without augmentation: expected augment='none'")
     if name == "distillation":
-        model, extra = distill(model, x_train, y_train, schedule=schedule or "cosine", **common, **params)
+        model, extra = distill(model, x_train, y_train, schedule=schedule or "cosine", **common, **params, **keep)
         return model, {"teacher": extra["teacher_history"], "student": extra["student_history"]}
     if name == "randomized-smoothing":
         return model, noise_training(model, x_train, y_train, sigma=float(params["sigma"]), x_val=ds.x_test,
-                                     y_val=ds.y_test, schedule=schedule or "cosine", **common)
+                                     y_val=ds.y_test, schedule=schedule or "cosine", **common, **keep)
     if name == "contrastive":
         layer, per_class = _latent_layer(model, str(params.pop("layer"))), int(params.pop("per_class"))
         model, history = contrastive_training(model, x_train, y_train, layer=layer, schedule=schedule or "cosine",
-                                              **common, **params)
+                                              **common, **params, **keep)
         device = next(model.parameters()).device
         return LatentNN(model, layer, x_train.to(device), y_train.to(device), per_class=per_class,
                         seed=int(common.get("seed", 0))), history
@@ -200,7 +204,7 @@ def train_defended(model: nn.Module, ds: Any, recipe: dict[str, Any] | None, thr
             check_fits(sur, ds.input_shape, ds.num_classes, f"{ds.name} (surrogate {ref})")
     return adversarial_training(model, x_train, y_train, method=DEFENSES.meta(name)["method"],
                                 threat=threat, x_val=ds.x_test, y_val=ds.y_test, schedule=schedule, **common,
-                                **params)
+                                **params, **keep)
 
 
 def attack_specs(attacks: tuple[AttackConfig, ...], default_eps: tuple[str, ...]) -> list[AttackSpec]:
@@ -312,6 +316,7 @@ def latent_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Atta
 def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any = print) -> Path:
     """Train or load every model x defense variant, evaluate the attack x eps matrix on each, audit each,
     write the report; resumes in `out`."""
+    from .checkpoint import state_path
     from .data import load_dataset
     from .distributed import solo
     from .paths import safe_name
@@ -332,7 +337,8 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
         suffix = f"{safe_name(label)}__{safe_name(variant.name)}" if prefix else ""
         name = f"models/{suffix}.safetensors" if prefix else "model.safetensors"
         plans.append((m, label, variant, prefix, suffix, defenses, recipe, threat, out / name))
-    need_train = any((not m.weights or any(d["name"] == "autoencoder" for d in defenses)) and not trained.exists()
+    need_train = any((not m.weights or any(d["name"] == "autoencoder" for d in defenses))
+                     and (not trained.exists() or state_path(trained).exists())
                      for m, _, _, _, _, defenses, _, _, trained in plans)
     ds = load_dataset(config.data.name, data_dir=config.data.data_dir or None, train=need_train)
     if config.data.train_n and ds.x_train is not None:
@@ -406,7 +412,12 @@ def _data_parallel(recipe: dict[str, Any] | None, defenses: list[dict[str, Any]]
 def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[dict[str, Any]], recipe: Any,
                 threat: Any, trained: Path, device: str, progress: bool, log: Any) -> tuple[nn.Module, dict[str, Any]]:
     """The deployed model of one matrix unit: loaded when trained earlier in this run, else loaded from its
-    weights (training the defense parts it needs) or trained here, and saved to `trained`."""
+    weights (training the defense parts it needs) or trained here, and saved to `trained`.
+
+    Training keeps its state in `trained`'s <stem>.train-state.pt after every epoch and resumes from it (on
+    every rank of a DistributedDataParallel unit); the file is removed once the final model is saved, so
+    `trained` without it is a finished model (a per-epoch weights file always has a newer state beside it)."""
+    from .checkpoint import state_path
     from .defenses.build import apply_defenses, network_and_parts
     from .distributed import current
     from .models import load_model, save_model
@@ -414,7 +425,8 @@ def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[di
 
     meta = {"dataset": ds.name, "classes": list(ds.classes)}
     chain = [{k: v for k, v in d.items() if k != "kind"} for d in defenses]
-    if trained.exists():  # trained (or given its trained defense parts) earlier in this run
+    state = state_path(trained)
+    if trained.exists() and not state.exists():  # trained (or given its trained defense parts) earlier in this run
         model, saved = load_model(trained)  # the saved meta rebuilds the deployed defenses
         log(f"loaded the model trained earlier in this run: {trained}")
         return model, {"arch": m.arch, "weights": str(trained), "trained_here": True, "history": saved.get("history")}
@@ -445,10 +457,14 @@ def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[di
         model, history = train_defended(model, ds, recipe, threat, schedule=t.schedule, epochs=epochs,
                                         batch_size=t.batch_size, optimizer=t.optimizer, lr=t.lr, momentum=t.momentum,
                                         weight_decay=t.weight_decay, augment=t.augment, seed=config.seed,
-                                        device=device, progress=progress, log=log)
+                                        device=device, progress=progress, log=log, checkpoint=trained, resume=True)
     info.update(trained_here=True, train_time_s=time.perf_counter() - tick, history=history)
     net, parts = network_and_parts(model)
     if current().main:  # under torchrun every rank trained its share; rank 0 saves
         save_model(net, trained, meta={**meta, "history": {**histories, "model": history} if histories else history,
                                        "defense": chain}, parts=parts)
+        state.unlink(missing_ok=True)
+        teacher = trained.with_suffix("")  # distillation's teacher checkpoint (<stem>.teacher.*)
+        for suffix in (".safetensors", ".json", ".train-state.pt"):
+            teacher.with_name(teacher.name + ".teacher" + suffix).unlink(missing_ok=True)
     return model, info
