@@ -25,7 +25,7 @@ from torch import nn
 from .distributed import Dist
 from .errors import ConfigError, DataError
 
-__all__ = ["mismatch", "read_state", "restore_state", "state_path", "write_state"]
+__all__ = ["discard", "mismatch", "partial", "read_state", "restore_state", "state_path", "write_state"]
 
 FORMAT, VERSION = "sparring-train-state", 1
 _KEYS = ("format", "version", "settings", "epoch", "done", "history", "model", "optimizer", "scheduler", "scaler",
@@ -38,6 +38,29 @@ def state_path(checkpoint: str | Path) -> Path:
 
     stem = _stem(checkpoint)
     return stem.with_name(stem.name + ".train-state.pt")
+
+
+def partial(out: str | Path) -> Path:
+    """The checkpoint stem `sparring train` / `defend` train into, ``<OUT stem>.partial``: the latest epoch's
+    weights and the training state stay there until the finished model is saved at OUT, so OUT never holds
+    a half-trained model (nor a defended model without its defenses)."""
+    from .models.io import _stem
+
+    stem = _stem(out)
+    return stem.with_name(stem.name + ".partial")
+
+
+def discard(checkpoint: str | Path, *, weights: bool) -> None:
+    """Remove what a finished training kept at ``checkpoint``: its state file, distillation's teacher
+    checkpoint (``<stem>.teacher.*``) and, with ``weights``, the per-epoch weights themselves."""
+    from .models.io import _stem
+
+    stem = _stem(checkpoint)
+    names = [".train-state.pt", ".teacher.safetensors", ".teacher.json", ".teacher.train-state.pt"]
+    if weights:
+        names += [".safetensors", ".json"]
+    for name in names:
+        stem.with_name(stem.name + name).unlink(missing_ok=True)
 
 
 def mismatch(saved: dict[str, Any], given: dict[str, Any]) -> str | None:

@@ -83,11 +83,11 @@ def _speed_args(p: argparse.ArgumentParser) -> None:
 
 def _resume_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run of the same command from OUT.train-state.pt, which every "
-                        "run writes after each epoch and keeps (distillation also OUT.teacher.*); after a finished "
-                        "run nothing is trained and the model is saved again; without the file, train from "
-                        "scratch. Without --resume the file is overwritten. The settings and the number of "
-                        "torchrun processes must match the interrupted run")
+                   help="continue an interrupted run of the same command: while training, OUT.partial.* holds the "
+                        "latest epoch and its training state (distillation also OUT.partial.teacher.*); they are "
+                        "removed once the model is saved at OUT. Without them, train from scratch. Without "
+                        "--resume they are overwritten. The settings and the number of torchrun processes must "
+                        "match the interrupted run")
 
 
 def build_parser() -> argparse.ArgumentParser:

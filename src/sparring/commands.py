@@ -57,6 +57,7 @@ def _speed(args: argparse.Namespace) -> Any:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import discard, partial
     from .data import load_dataset, require_train
     from .experiment import check_fits, join_job, resolve_model
     from .models import save_model
@@ -71,7 +72,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         history = train(model, x_train, y_train, x_val=ds.x_test, y_val=ds.y_test, epochs=args.epochs,
                         batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr, momentum=args.momentum,
                         weight_decay=args.weight_decay, schedule=args.schedule, augment=args.augment, seed=args.seed,
-                        device=device, progress=sys.stderr.isatty(), log=_say, checkpoint=Path(args.out),
+                        device=device, progress=sys.stderr.isatty(), log=_say, checkpoint=partial(args.out),
                         resume=args.resume)
     accuracy = evaluate_accuracy(model, ds.x_test, ds.y_test, device=device)
     if not dist.main:  # under torchrun rank 0 writes
@@ -79,11 +80,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     paths = save_model(model, Path(args.out), meta={"dataset": ds.name, "classes": list(ds.classes),
                                                      "test_accuracy": accuracy, "history": history, "seed": args.seed,
                                                      "processes": dist.world})
+    discard(partial(args.out), weights=True)  # the finished model is at OUT now
     print(f"test accuracy {100 * accuracy:.2f}% -> {paths[0]}")
     return 0
 
 
 def cmd_defend(args: argparse.Namespace) -> int:
+    from .checkpoint import discard, partial
     from .data import load_dataset
     from .defenses.build import apply_defenses, network_and_parts
     from .errors import InputError
@@ -113,7 +116,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
                                             batch_size=args.batch_size, optimizer=args.optimizer, lr=args.lr,
                                             momentum=args.momentum, weight_decay=args.weight_decay,
                                             augment=args.augment, seed=args.seed, device=device,
-                                            progress=sys.stderr.isatty(), log=_say, checkpoint=Path(args.out),
+                                            progress=sys.stderr.isatty(), log=_say, checkpoint=partial(args.out),
                                             resume=args.resume)
         history = {**history, "model": trained} if history else trained
     model = model.to(device)
@@ -124,6 +127,7 @@ def cmd_defend(args: argparse.Namespace) -> int:
     paths = save_model(net, Path(args.out), meta={"dataset": ds.name, "classes": list(ds.classes), "defense": chain,
                                                    "base_model": args.model, "test_accuracy": accuracy,
                                                    "history": history or [], "seed": args.seed}, parts=parts)
+    discard(partial(args.out), weights=True)  # the finished model is at OUT now
     print(f"test accuracy {100 * accuracy:.2f}% -> {paths[0]}")
     return 0
 

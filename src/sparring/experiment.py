@@ -417,7 +417,7 @@ def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[di
     Training keeps its state in `trained`'s <stem>.train-state.pt after every epoch and resumes from it (on
     every rank of a DistributedDataParallel unit); the file is removed once the final model is saved, so
     `trained` without it is a finished model (a per-epoch weights file always has a newer state beside it)."""
-    from .checkpoint import state_path
+    from .checkpoint import discard, state_path
     from .defenses.build import apply_defenses, network_and_parts
     from .distributed import current
     from .models import load_model, save_model
@@ -463,8 +463,5 @@ def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[di
     if current().main:  # under torchrun every rank trained its share; rank 0 saves
         save_model(net, trained, meta={**meta, "history": {**histories, "model": history} if histories else history,
                                        "defense": chain}, parts=parts)
-        state.unlink(missing_ok=True)
-        teacher = trained.with_suffix("")  # distillation's teacher checkpoint (<stem>.teacher.*)
-        for suffix in (".safetensors", ".json", ".train-state.pt"):
-            teacher.with_name(teacher.name + ".teacher" + suffix).unlink(missing_ok=True)
+        discard(trained, weights=False)  # the state file (and a teacher's checkpoint): `trained` is final now
     return model, info
