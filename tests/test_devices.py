@@ -63,3 +63,14 @@ def test_gpu_evaluation_repeats_exactly(tmp_path):
         lines = (tmp_path / run / "results.jsonl").read_text().splitlines()
         records.append([{k: v for k, v in json.loads(line).items() if k != "time_s"} for line in lines])
     assert records[0] == records[1]
+
+
+@needs_cuda
+def test_run_on_a_gpu_trains_evaluates_audits_and_reports(tmp_path):
+    """The whole `sparring run` on CUDA: the model trained on the GPU is checked, attacked and audited there."""
+    assert main(["run", "--device", "cuda", "--out", str(tmp_path / "r")]) == 0
+    records = [json.loads(line) for line in (tmp_path / "r" / "results.jsonl").read_text().splitlines()]
+    assert next(r for r in records if r["kind"] == "clean")["accuracy"] > 0.9
+    assert next(r for r in records if r["kind"] == "audit")["verdict"] in ("pass", "warn")
+    assert (tmp_path / "r" / "report.html").exists()
+    assert json.loads((tmp_path / "r" / "manifest.json").read_text())["device"] == "cuda"

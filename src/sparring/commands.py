@@ -199,10 +199,11 @@ def _num_outputs(model: Any, shape: tuple[int, ...]) -> int:
     import torch
 
     from .errors import InputError
+    from .experiment import model_device
 
     try:
         with torch.inference_mode():
-            return int(model.eval()(torch.zeros(1, *shape)).shape[-1])
+            return int(model.eval()(torch.zeros(1, *shape, device=model_device(model))).shape[-1])
     except RuntimeError as exc:
         raise InputError(f"model does not accept images of shape {shape}: {str(exc).splitlines()[0]}") from None
 

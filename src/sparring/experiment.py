@@ -89,11 +89,18 @@ def resolve_model(spec: str, weights: str = "", *, dataset: Any = None, weights_
     return model, info
 
 
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's first parameter (else buffer) lives; the CPU for a model with neither."""
+    tensor = next(model.parameters(), None)
+    tensor = tensor if tensor is not None else next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
+
+
 def check_fits(model: nn.Module, shape: tuple[int, ...], num_classes: int, what: str) -> None:
-    """A dry forward pass: the model must take (1, *shape) and give (1, num_classes)."""
+    """A dry forward pass on the model's device: the model must take (1, *shape) and give (1, num_classes)."""
     try:
         with torch.inference_mode():
-            out = model.eval()(torch.zeros(1, *shape))
+            out = model.eval()(torch.zeros(1, *shape, device=model_device(model)))
     except RuntimeError as exc:
         raise InputError(f"model does not accept {what} images of shape {tuple(shape)}: {str(exc).splitlines()[0]}") from None
     if out.dim() != 2 or out.shape[1] != num_classes:
