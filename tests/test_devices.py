@@ -74,3 +74,15 @@ def test_run_on_a_gpu_trains_evaluates_audits_and_reports(tmp_path):
     assert next(r for r in records if r["kind"] == "audit")["verdict"] in ("pass", "warn")
     assert (tmp_path / "r" / "report.html").exists()
     assert json.loads((tmp_path / "r" / "manifest.json").read_text())["device"] == "cuda"
+
+
+@needs_cuda
+@pytest.mark.parametrize("detector", ["binary-detector:epochs=2,train=300", "reconstruction-detector:epochs=2,train=300"])
+def test_trained_detectors_on_a_gpu(tmp_path, detector):
+    """The detectors trained by `sparring detect` on CUDA (the binary detector's training set once mixed a
+    GPU and a CPU tensor: found on an H100)."""
+    model = tmp_path / "m"
+    assert main(["train", "--dataset", "digits", "--model", "digits-cnn", "--epochs", "3", "--device", "cuda",
+                 "--out", str(model)]) == 0
+    assert main(["detect", "--dataset", "digits", "--model", str(model.with_suffix(".safetensors")), "--detector",
+                 detector, "--attack", "pgd:steps=5", "--eps", "0.1", "--n", "60", "--device", "cuda"]) == 0

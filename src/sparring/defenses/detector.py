@@ -183,7 +183,7 @@ def train_detector(
         head = nn.Sequential(nn.Flatten(), nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 2))
     detector = BinaryDetector(head, model=probe.model, layer=layer)
     labels = torch.cat([torch.zeros(len(x_clean)), torch.ones(len(x_adv))]).long()
-    detector.history = train(_HeadView(detector), torch.cat([x_clean, x_adv.to(x_clean.dtype)]), labels,
+    detector.history = train(_HeadView(detector), torch.cat([x_clean.cpu(), x_adv.to(x_clean.dtype)]), labels,
                              epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
                              weight_decay=weight_decay, seed=seed, device=device, progress=progress, log=log)
     return detector.eval()
