@@ -25,42 +25,48 @@ from torch import nn
 from .distributed import Dist
 from .errors import ConfigError, DataError
 
-__all__ = ["discard", "mismatch", "partial", "read_state", "restore_state", "state_path", "write_state"]
+__all__ = ["beside", "discard", "mismatch", "partial", "read_state", "restore_state", "state_path", "teacher_path",
+           "write_state"]
 
 FORMAT, VERSION = "sparring-train-state", 1
 _KEYS = ("format", "version", "settings", "epoch", "done", "history", "model", "optimizer", "scheduler", "scaler",
          "hooks")  # fmt: skip
 
 
-def state_path(checkpoint: str | Path) -> Path:
-    """``<stem>.train-state.pt`` beside the checkpoint stem (a .safetensors / .json suffix is dropped)."""
+def beside(checkpoint: str | Path, suffix: str) -> Path:
+    """``<stem><suffix>`` next to a checkpoint stem (a .safetensors / .json suffix is dropped first)."""
     from .models.io import _stem
 
     stem = _stem(checkpoint)
-    return stem.with_name(stem.name + ".train-state.pt")
+    return stem.with_name(stem.name + suffix)
+
+
+def state_path(checkpoint: str | Path) -> Path:
+    """``<stem>.train-state.pt`` beside the checkpoint stem."""
+    return beside(checkpoint, ".train-state.pt")
+
+
+def teacher_path(checkpoint: str | Path) -> Path:
+    """``<stem>.teacher``: the checkpoint stem of distillation's teacher."""
+    return beside(checkpoint, ".teacher")
 
 
 def partial(out: str | Path) -> Path:
     """The checkpoint stem `sparring train` / `defend` train into, ``<OUT stem>.partial``: the latest epoch's
     weights and the training state stay there until the finished model is saved at OUT, so OUT never holds
     a half-trained model (nor a defended model without its defenses)."""
-    from .models.io import _stem
-
-    stem = _stem(out)
-    return stem.with_name(stem.name + ".partial")
+    return beside(out, ".partial")
 
 
 def discard(checkpoint: str | Path, *, weights: bool) -> None:
     """Remove what a finished training kept at ``checkpoint``: its state file, distillation's teacher
     checkpoint (``<stem>.teacher.*``) and, with ``weights``, the per-epoch weights themselves."""
-    from .models.io import _stem
-
-    stem = _stem(checkpoint)
-    names = [".train-state.pt", ".teacher.safetensors", ".teacher.json", ".teacher.train-state.pt"]
+    teacher = teacher_path(checkpoint)
+    files = [state_path(checkpoint), beside(teacher, ".safetensors"), beside(teacher, ".json"), state_path(teacher)]
     if weights:
-        names += [".safetensors", ".json"]
-    for name in names:
-        stem.with_name(stem.name + name).unlink(missing_ok=True)
+        files += [beside(checkpoint, ".safetensors"), beside(checkpoint, ".json")]
+    for path in files:
+        path.unlink(missing_ok=True)
 
 
 def mismatch(saved: dict[str, Any], given: dict[str, Any]) -> str | None:

@@ -323,7 +323,6 @@ def latent_record(model: nn.Module, x: torch.Tensor, y: torch.Tensor, spec: Atta
 def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any = print) -> Path:
     """Train or load every model x defense variant, evaluate the attack x eps matrix on each, audit each,
     write the report; resumes in `out`."""
-    from .checkpoint import state_path
     from .data import load_dataset
     from .distributed import solo
     from .paths import safe_name
@@ -344,8 +343,7 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True, log: Any
         suffix = f"{safe_name(label)}__{safe_name(variant.name)}" if prefix else ""
         name = f"models/{suffix}.safetensors" if prefix else "model.safetensors"
         plans.append((m, label, variant, prefix, suffix, defenses, recipe, threat, out / name))
-    need_train = any((not m.weights or any(d["name"] == "autoencoder" for d in defenses))
-                     and (not trained.exists() or state_path(trained).exists())
+    need_train = any((not m.weights or any(d["name"] == "autoencoder" for d in defenses)) and not _finished(trained)
                      for m, _, _, _, _, defenses, _, _, trained in plans)
     ds = load_dataset(config.data.name, data_dir=config.data.data_dir or None, train=need_train)
     if config.data.train_n and ds.x_train is not None:
@@ -416,6 +414,14 @@ def _data_parallel(recipe: dict[str, Any] | None, defenses: list[dict[str, Any]]
     return (recipe is None or recipe["name"] in DATA_PARALLEL) and not any(d["name"] == "autoencoder" for d in defenses)
 
 
+def _finished(trained: Path) -> bool:
+    """A unit's model file without a training state beside it is final (while training, every per-epoch
+    weights file has a newer state beside it, removed once the final model is saved)."""
+    from .checkpoint import state_path
+
+    return trained.exists() and not state_path(trained).exists()
+
+
 def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[dict[str, Any]], recipe: Any,
                 threat: Any, trained: Path, device: str, progress: bool, log: Any) -> tuple[nn.Module, dict[str, Any]]:
     """The deployed model of one matrix unit: loaded when trained earlier in this run, else loaded from its
@@ -424,7 +430,7 @@ def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[di
     Training keeps its state in `trained`'s <stem>.train-state.pt after every epoch and resumes from it (on
     every rank of a DistributedDataParallel unit); the file is removed once the final model is saved, so
     `trained` without it is a finished model (a per-epoch weights file always has a newer state beside it)."""
-    from .checkpoint import discard, state_path
+    from .checkpoint import discard
     from .defenses.build import apply_defenses, network_and_parts
     from .distributed import current
     from .models import load_model, save_model
@@ -432,8 +438,7 @@ def _unit_model(config: Config, ds: Any, m: Any, variant: Any, defenses: list[di
 
     meta = {"dataset": ds.name, "classes": list(ds.classes)}
     chain = [{k: v for k, v in d.items() if k != "kind"} for d in defenses]
-    state = state_path(trained)
-    if trained.exists() and not state.exists():  # trained (or given its trained defense parts) earlier in this run
+    if _finished(trained):  # trained (or given its trained defense parts) earlier in this run
         model, saved = load_model(trained)  # the saved meta rebuilds the deployed defenses
         log(f"loaded the model trained earlier in this run: {trained}")
         return model, {"arch": m.arch, "weights": str(trained), "trained_here": True, "history": saved.get("history")}

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..checkpoint import teacher_path
 from ..errors import InputError
 from ..train import _check_data, _dtype, _positive, train
 from .registry import DEFENSES
@@ -171,12 +172,7 @@ def distill(
     common = dict(batch_size=batch_size, optimizer=optimizer, lr=lr, momentum=momentum,
                   weight_decay=weight_decay, schedule=schedule, seed=seed)  # fmt: skip
     teacher_log = None if log is None else (lambda line: log(f"teacher {line}"))
-    teacher_checkpoint = None
-    if checkpoint is not None:
-        from ..models.io import _stem
-
-        stem = _stem(checkpoint)
-        teacher_checkpoint = stem.with_name(stem.name + ".teacher")
+    teacher_checkpoint = None if checkpoint is None else teacher_path(checkpoint)
     teacher_history = train(Temperature(teacher, t), x_train, y_train, epochs=epochs, device=device,
                             progress=progress, log=teacher_log, checkpoint=teacher_checkpoint, resume=resume,
                             **common)  # type: ignore[arg-type]
