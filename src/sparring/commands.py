@@ -199,7 +199,7 @@ def _num_outputs(model: Any, shape: tuple[int, ...]) -> int:
     import torch
 
     from .errors import InputError
-    from .experiment import model_device
+    from .train import model_device
 
     try:
         with torch.inference_mode():

@@ -15,6 +15,7 @@ from .config import AttackConfig, Config, dump_toml, parse_eps
 from .errors import ConfigError, InputError, SparringError, UnknownNameError
 from .evaluate import AttackSpec, evaluate
 from .store import RunStore, environment
+from .train import model_device
 
 
 def resolve_device(name: str) -> str:
@@ -87,13 +88,6 @@ def resolve_model(spec: str, weights: str = "", *, dataset: Any = None, weights_
         load_weights(model, weights)
         info.update(weights=weights, weights_sha256=sha256_file(weights))
     return model, info
-
-
-def model_device(model: nn.Module) -> torch.device:
-    """Where the model's first parameter (else buffer) lives; the CPU for a model with neither."""
-    tensor = next(model.parameters(), None)
-    tensor = tensor if tensor is not None else next(model.buffers(), None)
-    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def check_fits(model: nn.Module, shape: tuple[int, ...], num_classes: int, what: str) -> None:
@@ -192,7 +186,7 @@ def train_defended(model: nn.Module, ds: Any, recipe: dict[str, Any] | None, thr
         layer, per_class = _latent_layer(model, str(params.pop("layer"))), int(params.pop("per_class"))
         model, history = contrastive_training(model, x_train, y_train, layer=layer, schedule=schedule or "cosine",
                                               **common, **params, **keep)
-        device = next(model.parameters()).device
+        device = model_device(model)
         return LatentNN(model, layer, x_train.to(device), y_train.to(device), per_class=per_class,
                         seed=int(common.get("seed", 0))), history
     if "surrogates" in params:

@@ -28,7 +28,7 @@ from .errors import ConfigError, InputError
 from .optim import OPTIMIZERS, SCHEDULES
 from .precision import autocast, current_options
 
-__all__ = ["AUGMENTATIONS", "OPTIMIZERS", "SCHEDULES", "augment_batch", "evaluate_accuracy", "train"]
+__all__ = ["AUGMENTATIONS", "OPTIMIZERS", "SCHEDULES", "augment_batch", "evaluate_accuracy", "model_device", "train"]
 
 _MIX = 0x9E3779B97F4A7C15
 
@@ -62,6 +62,13 @@ def _device(device: str | torch.device) -> torch.device:
         return torch.device(device)
     except (RuntimeError, TypeError):
         raise InputError(f"expected a device such as cpu, cuda or cuda:0, got {device!r}") from None
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """Where the model's first parameter (else buffer) lives; the CPU for a model with neither."""
+    tensor = next(model.parameters(), None)
+    tensor = tensor if tensor is not None else next(model.buffers(), None)
+    return tensor.device if tensor is not None else torch.device("cpu")
 
 
 def _dtype(model: nn.Module) -> torch.dtype:

@@ -15,7 +15,7 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..rng import SampleGenerators
 from ..threat import ThreatModel
-from ..train import _check_data, _positive, train
+from ..train import _check_data, _positive, model_device, train
 from .detection import _Detector, _images
 from .registry import DEFENSES
 
@@ -170,8 +170,7 @@ def train_detector(
         raise InputError(f"expected attack_params without threat/generator (given separately), got {clash}")
     hidden, step = _positive(hidden, "hidden"), _positive(attack_batch_size, "attack_batch_size")
     _positive(seed, "seed", int, zero_ok=True)
-    param = next(model.parameters(), None)
-    dev = param.device if param is not None else torch.device("cpu")
+    dev = model_device(model)
     x_adv = torch.cat([run(model, x_clean[i : i + step].to(dev), y_clean[i : i + step].to(dev), threat=threat,
                            generator=SampleGenerators(seed, range(i, min(i + step, len(x_clean)))), **params)
                        .detach().cpu() for i in range(0, len(x_clean), step)])  # fmt: skip

@@ -31,7 +31,7 @@ from torch import Tensor, nn
 
 from ..checkpoint import teacher_path
 from ..errors import InputError
-from ..train import _check_data, _dtype, _positive, train
+from ..train import _check_data, _dtype, _positive, model_device, train
 from .registry import DEFENSES
 
 __all__ = ["Temperature", "distill", "soft_labels"]
@@ -80,8 +80,7 @@ def soft_labels(model: nn.Module, x: Tensor, *, temperature: float, batch_size: 
     """
     t = _temperature(temperature)
     batch_size = _positive(batch_size, "batch_size")
-    param = next(model.parameters(), None)
-    device = param.device if param is not None else torch.device("cpu")
+    device = model_device(model)
     was_training = model.training
     model.eval()
     try:
