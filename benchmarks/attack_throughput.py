@@ -23,15 +23,15 @@ from pathlib import Path
 
 import torch
 
-from _doc import machine, publish
+from _doc import device_name, machine, publish, table_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _device_name(device: str) -> str:
+    """The table's device column: the GPU's name, or the CPU with its cores and threads."""
     if device.startswith("cuda"):
-        index = int(device.split(":")[1]) if ":" in device else 0
-        return torch.cuda.get_device_name(index)
+        return device_name(device)
     threads = os.environ.get("OMP_NUM_THREADS") or str(torch.get_num_threads())
     return f"CPU ({os.cpu_count()} cores, {threads} threads)"
 
@@ -76,16 +76,16 @@ def main() -> None:
         print(rows[-1], flush=True)
     shutil.rmtree(work, ignore_errors=True)
     runs_text = " ".join(f"--run {d}:{n}:{b}" for d, n, b in runs)
-    text = "\n".join([
-        "# Attack throughput by device", "",
+    text = table_doc(
+        "Attack throughput by device",
         f"Command: `python benchmarks/attack_throughput.py --dataset {args.dataset} --model {args.model} --attack "
-        f"{args.attack} --eps {args.eps} {runs_text}`; {machine(', '.join(sorted({d for d, _, _ in runs})))}.", "",
+        f"{args.attack} --eps {args.eps} {runs_text}`; {machine(', '.join(sorted({d for d, _, _ in runs})))}.",
         f"`sparring evaluate` of {args.attack} (Linf unless the attack says otherwise) at eps {args.eps} on the "
         "first N test images. The attack runs on the correctly classified ones; images/s counts all N. "
         "\"attack\" is the attack's own time from its record, \"command\" the wall time of the whole command "
-        "(process start, loading, clean pass, metrics and report).", "",
+        "(process start, loading, clean pass, metrics and report).",
         "| device | N | batch | clean % | robust % | attack s | attack images/s | command s | command images/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|", *rows, ""])
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|", rows)
     publish(text, args.out)
 
 

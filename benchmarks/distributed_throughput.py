@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _doc import machine, publish
+from _doc import machine, publish, table_doc
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,15 +72,15 @@ def main() -> None:
         rows.append(f"| {label} | {best:.1f} | {args.n / best:.1f} | {same} |")
         print(rows[-1], flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    text = "\n".join([
-        "# Distributed evaluation throughput on one machine", "",
+    text = table_doc(
+        "Distributed evaluation throughput on one machine",
         f"Command: `python benchmarks/distributed_throughput.py --dataset {args.dataset} --model {args.model} "
         f"--attack {args.attack} --eps {args.eps} --n {args.n} --batch-size {args.batch_size} --processes "
-        f"{args.processes} --repeats {args.repeats}`; {machine('cpu')}.", "",
+        f"{args.processes} --repeats {args.repeats}`; {machine('cpu')}.",
         f"`sparring evaluate` of {args.attack} at eps {args.eps} on the first {args.n} test images (batches of "
         f"{args.batch_size}); wall time of the whole command, fastest of {args.repeats}, process start and "
-        "model load included.", "",
-        "| setting | seconds | images/s | same records |", "|---|---:|---:|---|", *rows, ""])
+        "model load included.",
+        "| setting | seconds | images/s | same records |", "|---|---:|---:|---|", rows)
     publish(text, args.out)
 
 

@@ -26,7 +26,7 @@ from sparring.models import build_model  # noqa: E402
 from sparring.precision import training_options  # noqa: E402
 from sparring.threat import Norm, ThreatModel  # noqa: E402
 
-from _doc import machine, publish  # noqa: E402
+from _doc import device_name, machine, publish, table_doc  # noqa: E402
 
 SETTINGS = {"fp32": {}, "bf16": {"precision": "bf16"}, "bf16+channels_last": {"precision": "bf16", "channels_last": True},
             "fp16": {"precision": "fp16"}, "channels_last": {"channels_last": True}, "compile": {"compile": True}}
@@ -66,19 +66,18 @@ def main() -> None:
         rows.append(f"| {label} | {times} | {last['time_s']:.1f} | {15 * last['time_s'] / 60:.1f} | {last['loss']:.3f} | "
                     f"{100 * last['train_accuracy']:.1f} | {100 * last.get('robust_accuracy', float('nan')):.1f} |")
         print(rows[-1], flush=True)
-    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
-    text = "\n".join([
-        "# One epoch of FGSM-RS adversarial training", "",
+    text = table_doc(
+        "One epoch of FGSM-RS adversarial training",
         f"Command: `python benchmarks/fast_at_epoch.py --dataset {args.dataset} --model {args.model} --settings "
         f"{args.settings} --epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr} --train-n {args.train_n} "
-        f"--device {args.device}`; {machine(device)}.", "",
+        f"--device {args.device}`; {machine(device_name(args.device))}.",
         f"FGSM-RS (eps 8/255, step 10/255, random start) on {n} {args.dataset} training images, batch "
         f"{args.batch_size}, SGD on a one-cycle schedule (peak lr {args.lr}), crop and flip. Seconds of each epoch "
         "(the first includes cuDNN's algorithm search), the last epoch's seconds and the 15 epochs of the paper "
         "at that speed in minutes (paper: 12 minutes), and the last epoch's loss, training accuracy on the "
-        "adversarial batches and PGD-10 accuracy on 256 test images (the recipe's overfitting check).", "",
+        "adversarial batches and PGD-10 accuracy on 256 test images (the recipe's overfitting check).",
         "| setting | s per epoch | last epoch s | 15 epochs, min | loss | train adv % | PGD-10 check % |",
-        "|---|---|---:|---:|---:|---:|---:|", *rows, ""])
+        "|---|---|---:|---:|---:|---:|---:|", rows)
     publish(text, args.out)
 
 

@@ -23,7 +23,7 @@ from sparring.models import build_model  # noqa: E402
 from sparring.precision import training_options  # noqa: E402
 from sparring.train import train  # noqa: E402
 
-from _doc import machine, publish  # noqa: E402
+from _doc import device_name, machine, publish, table_doc  # noqa: E402
 
 SETTINGS = [("fp32", {}), ("bf16 autocast", {"precision": "bf16"}), ("fp16 autocast + scaler", {"precision": "fp16"}),
             ("channels_last", {"channels_last": True}), ("torch.compile", {"compile": True})]
@@ -59,15 +59,14 @@ def main() -> None:
         base = base or seconds
         rows.append(f"| {label} | {1000 * seconds / args.steps:.0f} | {base / seconds:.2f}x | {history[1]['loss']:.3f} |")
         print(rows[-1], flush=True)
-    device = torch.cuda.get_device_name(0) if args.device.startswith("cuda") else f"cpu, {torch.get_num_threads()} threads"
-    text = "\n".join([
-        "# Training speed opt-ins", "",
+    text = table_doc(
+        "Training speed opt-ins",
         f"Command: `python benchmarks/training_speed.py --dataset {args.dataset} --model {args.model} --steps "
-        f"{args.steps} --batch-size {args.batch_size} --device {args.device}`; {machine(device)}.", "",
+        f"{args.steps} --batch-size {args.batch_size} --device {args.device}`; {machine(device_name(args.device))}.",
         f"One epoch of {args.steps} SGD steps on {n} training images after a warm-up epoch (torch.compile compiles "
         "there); milliseconds per step, speed-up over fp32, and the epoch's mean loss (equal settings should "
-        "train alike).", "",
-        "| setting | ms per step | vs fp32 | loss |", "|---|---:|---:|---:|", *rows, ""])
+        "train alike).",
+        "| setting | ms per step | vs fp32 | loss |", "|---|---:|---:|---:|", rows)
     publish(text, args.out)
 
 
