@@ -45,7 +45,17 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainSettings:
+    """The knobs of one training run, the `[train]` table of a config; every training function of sparring
+    (plain training, each defense's recipe) takes one of these, and the CLI builds one from its flags.
+
+    optimizer / schedule / augment name entries of sparring.training's OPTIMIZERS / SCHEDULES /
+    AUGMENTATIONS (checked when training starts); pad is the random crop's padding; precision, channels_last
+    and compile are the speed opt-ins of sparring.precision ("bf16" / "fp16" autocast, fp16 with a
+    gradient scaler). Seed and device are not knobs of the recipe: train() takes them beside.
+        >>> settings = TrainSettings(epochs=5, optimizer="sgd", lr=0.1, weight_decay=5e-4)
+    """
+
     epochs: int = 30
     batch_size: int = 64
     optimizer: str = "adam"
@@ -54,9 +64,14 @@ class TrainConfig:
     weight_decay: float = 0.0
     schedule: str = "cosine"
     augment: str = "none"
-    precision: str = "fp32"  # mixed precision: "bf16" or "fp16" autocast (sparring.precision)
+    pad: int = 4
+    precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+
+    def replace(self, **changes: Any) -> TrainSettings:
+        """A copy with some fields changed (dataclasses.replace)."""
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass(frozen=True)
@@ -134,7 +149,7 @@ class Config:
     device: str = "cpu"
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: TrainSettings = field(default_factory=TrainSettings)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     attacks: tuple[AttackConfig, ...] = field(default_factory=_default_attacks)
     defenses: tuple[DefenseConfig, ...] = ()
@@ -143,7 +158,7 @@ class Config:
     variants: tuple[VariantConfig, ...] = ()  # a matrix: these defense chains instead of [[defenses]]
 
 
-_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "evaluate": EvalConfig,
+_SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainSettings, "evaluate": EvalConfig,
              "audit": AuditConfig}
 
 
@@ -187,7 +202,8 @@ def config_from_dict(raw: dict[str, Any]) -> Config:
         for i, table in enumerate(raw["attacks"]):
             if "name" not in table:
                 raise ConfigError(f"attacks[{i}] needs a name")
-            fixed = {k: v for k, v in table.items() if k in {f.name for f in dataclasses.fields(AttackConfig)} and k != "params"}
+            own = {f.name for f in dataclasses.fields(AttackConfig)} - {"params"}
+            fixed = {k: v for k, v in table.items() if k in own}
             extra = {k: v for k, v in table.items() if k not in fixed and k != "params"}
             fixed["params"] = {**table.get("params", {}), **extra}
             attacks.append(_build(AttackConfig, fixed, f"attacks[{i}]."))
@@ -215,7 +231,8 @@ def _variant(table: Any, where: str) -> VariantConfig:
     table = dict(_need(table, "name", where))
     chain = table.pop("defenses", [])
     if not isinstance(chain, list):
-        raise ConfigError(f"{where}.defenses must be a list of tables like {{name = \"pgd-at\", eps = \"0.1\"}}, got {chain!r}")
+        raise ConfigError(f"{where}.defenses must be a list of tables like {{name = \"pgd-at\", eps = \"0.1\"}}, "
+                          f"got {chain!r}")
     variant = _build(VariantConfig, table, f"{where}.")
     return dataclasses.replace(variant, defenses=tuple(_table(DefenseConfig, d, f"{where}.defenses[{j}].")
                                                       for j, d in enumerate(chain)))
@@ -224,7 +241,8 @@ def _variant(table: Any, where: str) -> VariantConfig:
 def _check_matrix(config: Config) -> None:
     if config.variants and config.defenses:
         raise ConfigError("expected either [[defenses]] (one defense chain) or [[variants]] (several), got both")
-    for where, value in (("train.precision", config.train.precision), ("evaluate.precision", config.evaluate.precision)):
+    for where, value in (("train.precision", config.train.precision),
+                         ("evaluate.precision", config.evaluate.precision)):
         if value not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"{where} must be \"fp32\", \"bf16\" or \"fp16\", got {value!r}")
     if config.evaluate.over not in ("all", "correct"):

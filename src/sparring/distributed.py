@@ -26,7 +26,7 @@ from .errors import InputError
 
 __all__ = ["Dist", "current", "rank_device", "setup", "solo"]
 
-_STATE: dict[str, "Dist"] = {}
+_STATE: dict[str, Dist] = {}
 
 
 @dataclass(frozen=True)

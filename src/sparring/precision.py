@@ -1,10 +1,7 @@
-"""Speed opt-ins for training (and, separately, attacks): mixed precision, channels_last, torch.compile.
+"""Precision of training and attacks: autocast for the opt-in reduced precisions, exact float32 on a GPU.
 
-Training reads them from a context, so every recipe (plain, adversarial, distillation, contrastive,
-smoothing) gets them without new parameters:
-
-    with training_options(precision="bf16", channels_last=True):
-        train(model, x, y, ...)
+Training takes its speed opt-ins from its settings (sparring.config.TrainSettings: precision,
+channels_last, compile): `autocast` below is what a "bf16" / "fp16" precision runs under.
 
 Attacks run in float32 unless asked: the runner's `precision` opt-in wraps them in `autocast`, and the
 audit notes it (reduced-precision gradients can understate an attack). On a GPU, float32 means IEEE
@@ -17,47 +14,22 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import Callable, Iterator
-from contextvars import ContextVar
-from dataclasses import dataclass
+from typing import Any, TypeVar, cast
 
 import torch
 
 from .errors import InputError
 
-__all__ = ["PRECISIONS", "TrainingOptions", "autocast", "check_precision", "current_options", "exact_float32",
-           "training_options", "with_exact_float32"]
+__all__ = ["PRECISIONS", "autocast", "check_precision", "exact_float32", "with_exact_float32"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-@dataclass(frozen=True)
-class TrainingOptions:
-    precision: str = "fp32"  # fp32, or autocast to bf16 / fp16 (fp16 with a gradient scaler)
-    channels_last: bool = False  # model and batches in channels_last memory format
-    compile: bool = False  # torch.compile the model for the training steps
-
-
-_OPTIONS: ContextVar[TrainingOptions] = ContextVar("sparring_training_options", default=TrainingOptions())
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 def check_precision(name: object) -> str:
     if name not in PRECISIONS:
         raise InputError(f"expected precision fp32, bf16 or fp16, got {name!r}")
     return str(name)
-
-
-@contextlib.contextmanager
-def training_options(*, precision: str = "fp32", channels_last: bool = False, compile: bool = False) -> Iterator[None]:
-    """Within this block, sparring.train.train uses these options."""
-    token = _OPTIONS.set(TrainingOptions(check_precision(precision), bool(channels_last), bool(compile)))
-    try:
-        yield
-    finally:
-        _OPTIONS.reset(token)
-
-
-def current_options() -> TrainingOptions:
-    return _OPTIONS.get()
 
 
 def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
@@ -84,7 +56,8 @@ def exact_float32(device: torch.device | str) -> Iterator[None]:
     if torch.device(device).type != "cuda":
         yield
         return
-    switches = [*_tf32_switches(), (torch.backends.cudnn, "deterministic", True), (torch.backends.cudnn, "benchmark", False)]
+    switches = [*_tf32_switches(), (torch.backends.cudnn, "deterministic", True),
+                (torch.backends.cudnn, "benchmark", False)]
     saved = [getattr(obj, name) for obj, name, _ in switches]
     try:
         for obj, name, value in switches:
@@ -95,12 +68,12 @@ def exact_float32(device: torch.device | str) -> Iterator[None]:
             setattr(obj, name, value)
 
 
-def with_exact_float32(fn: Callable[..., object]) -> Callable[..., object]:
+def with_exact_float32(fn: F) -> F:
     """Decorator: ``fn(model, x, ...)`` runs within ``exact_float32(x.device)``."""
 
     @functools.wraps(fn)
-    def run(model: object, x: torch.Tensor, *args: object, **kwargs: object) -> object:
+    def run(model: Any, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
         with exact_float32(x.device):
             return fn(model, x, *args, **kwargs)
 
-    return run
+    return cast(F, run)

@@ -13,6 +13,7 @@ attacks that draw a few numbers per sample per query (Square).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 
 import torch
@@ -48,6 +49,42 @@ def _mix(z: Tensor) -> Tensor:
     z = (z ^ _shr(z, 30)) * _signed(_M1)
     z = (z ^ _shr(z, 27)) * _signed(_M2)
     return z ^ _shr(z, 31)
+
+
+def derive(seed: int, *purpose: int | str) -> int:
+    """A seed for one purpose of a run, from the run's seed: a 63-bit hash of (seed, *purpose).
+
+    Every stream of randomness that is not the attack's own takes its seed from here, with a purpose that
+    names it ("audit", "square"; "targets"; "train", epoch), so two purposes never share a stream by an
+    accident of arithmetic (seed + 7919 for one, seed + 7919 * r for another). Strings hash by their UTF-8
+    bytes (blake2b), integers by value: the same on every machine and every run.
+        >>> derive(0, "targets") != derive(0, "audit", 1)
+        True
+    """
+    key = _mix_int(int(seed) * _GOLDEN + _M1)
+    for part in purpose:
+        value = int.from_bytes(hashlib.blake2b(part.encode(), digest_size=8).digest(), "little") \
+            if isinstance(part, str) else int(part)
+        key = _mix_int(key ^ _mix_int(value + _GOLDEN))
+    return key & ((1 << 63) - 1)
+
+
+def epoch_key(seed: int, epoch: int) -> int:
+    """The seed of training epoch `epoch`'s randomness: the loop's shuffle and augmentation, and the per-sample
+    streams of the recipes that draw in their loss (adversarial training, contrastive positives).
+
+    (seed * golden + epoch * m1) mod (2**63 - 1), the formula sparring has trained with from the start: a
+    model trained by an earlier version retrains the same, and a training state it saved resumes as it would
+    have. New streams take ``derive(seed, purpose)``.
+        >>> epoch_key(0, 1) != epoch_key(0, 2)
+        True
+    """
+    return (int(seed) * _GOLDEN + int(epoch) * _M1) % (2**63 - 1)
+
+
+#: The salt of the global-RNG seed inside a training epoch (Dropout) and of the overfitting check's streams,
+#: XORed onto their keys (as from the start, see epoch_key).
+LOCAL_SALT = 0x5DEECE66D
 
 
 def splitmix64(key: int, count: int) -> list[int]:
@@ -94,7 +131,7 @@ class SampleGenerators:
     def __len__(self) -> int:
         return self._index.numel()
 
-    def subset(self, mask: Tensor) -> "SampleGenerators":
+    def subset(self, mask: Tensor) -> SampleGenerators:
         """The generators of the samples where mask is True (streams shared, not copied)."""
         sub = SampleGenerators.__new__(SampleGenerators)
         sub.seed = self.seed
@@ -103,15 +140,15 @@ class SampleGenerators:
         sub._rows = self._rows[keep.to(self._rows.device)]
         return sub
 
-    def tiled(self, times: int, salt: int) -> "SampleGenerators":
+    def tiled(self, times: int, purpose: str) -> SampleGenerators:
         """Fresh streams for `times` stacked copies of these rows (copy k in rows k*n..k*n+n-1).
 
-        Copy k of sample i is keyed by (seed + salt * (k + 1), i): the copies draw independently
+        Copy k of sample i is keyed by (derive(seed, purpose, k), i): the copies draw independently
         of each other and of this generator, and still only by sample, never by batch.
         """
         out = SampleGenerators.__new__(SampleGenerators)
         out.seed = self.seed
-        copies = [SampleGenerators(self.seed + salt * (k + 1), self._index) for k in range(times)]
+        copies = [SampleGenerators(derive(self.seed, purpose, k), self._index) for k in range(times)]
         out._index = self._index.repeat(times)
         out._streams = _Streams(torch.cat([c._streams.keys for c in copies]))
         out._rows = torch.arange(out._index.numel())
@@ -182,11 +219,11 @@ def integers(generator: Generators, low: int, high: int, n: int, device: torch.d
     return (low + (u * (high - low)).floor().to(torch.int64)).clamp_(max=high - 1)
 
 
-def tile(generator: Generators, times: int, salt: int) -> Generators:
+def tile(generator: Generators, times: int, purpose: str) -> Generators:
     """Generators for `times` stacked copies of a batch (SampleGenerators.tiled); a shared
     torch.Generator (or None) simply serves the bigger batch."""
     if isinstance(generator, SampleGenerators):
-        return generator.tiled(times, salt)
+        return generator.tiled(times, purpose)
     return generator
 
 

@@ -2,27 +2,34 @@
 
 Records are appended one line at a time and fsynced, so a killed run loses at most the cell it
 was computing; a partial last line (killed mid-write) is cut off when the folder is reopened.
+A folder is reopened for the same config by value: its config.toml is parsed with today's defaults, so a
+field added since (with its default) does not stop an old folder from resuming; a changed value does.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
 import subprocess
 import sys
 import time
+import tomllib
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+import numpy
+import torch
+
+from .config import Config, config_from_dict, dump_toml
 from .errors import ConfigError, DataError
+from .records import SCHEMA, Record, check_record
+from .util import write_atomic
+from .version import __version__
 
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write text to path via a temp file and rename, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+__all__ = ["RunStore", "environment", "git_sha"]
 
 
 class RunStore:
@@ -32,16 +39,27 @@ class RunStore:
         self.root = Path(root)
         self.results = self.root / "results.jsonl"
 
-    def open(self, config_toml: str) -> None:
-        """Create the folder, or check that an existing one holds a run of the same config."""
+    def open(self, config: Config) -> None:
+        """Create the folder, or check that an existing one holds a run of the same config (by value)."""
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / "config.toml"
-        if path.exists() and path.read_text(encoding="utf-8") != config_toml:
-            raise ConfigError(f"{self.root} holds a run of a different config (see {path}); "
-                              "pass --out NEW_DIR, or delete the folder to start over")
-        if not path.exists():
-            write_atomic(path, config_toml)
+        if path.exists():
+            saved = self._saved(path)
+            if saved != config:
+                raise ConfigError(f"{self.root} holds a run of a different config ({_difference(saved, config)}; "
+                                  f"see {path}); pass --out NEW_DIR, or delete the folder to start over")
+        else:
+            write_atomic(path, dump_toml(config))
         self._repair_tail()
+
+    @staticmethod
+    def _saved(path: Path) -> Config:
+        try:
+            return config_from_dict(tomllib.loads(path.read_text(encoding="utf-8")))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise DataError(f"{path} is not valid TOML ({exc}); delete the folder to start over") from None
+        except ConfigError as exc:
+            raise ConfigError(f"{path} holds a config this sparring cannot read ({exc}); pass --out NEW_DIR") from None
 
     def _repair_tail(self) -> None:
         if not self.results.exists():
@@ -51,9 +69,9 @@ class RunStore:
             with self.results.open("r+b") as fh:
                 fh.truncate(data.rfind(b"\n") + 1)
 
-    def done(self) -> dict[str, dict[str, Any]]:
-        """Finished cells by key (later lines win)."""
-        out: dict[str, dict[str, Any]] = {}
+    def done(self) -> dict[str, Record]:
+        """Finished cells by key (later lines win); each line checked with sparring.records.check_record."""
+        out: dict[str, Record] = {}
         if not self.results.exists():
             return out
         for number, line in enumerate(self.results.read_text(encoding="utf-8").splitlines(), 1):
@@ -63,22 +81,38 @@ class RunStore:
                 record = json.loads(line)
             except json.JSONDecodeError:
                 raise DataError(f"{self.results}:{number} is not a JSON record; fix or delete the line") from None
+            record = check_record(record, f"{self.results}:{number}")
             out[record["cell"]] = record
         return out
 
-    def append(self, record: dict[str, Any]) -> None:
-        """Append one record and fsync it."""
+    def append(self, record: Record) -> None:
+        """Append one record (with the current schema) and fsync it."""
         with self.results.open("a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record, sort_keys=False) + "\n")
+            fh.write(json.dumps({**record, "schema": SCHEMA}, sort_keys=False) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
+        """manifest.json with the schema; a resumed run keeps the first one and adds its start time."""
         path = self.root / "manifest.json"
+        manifest = {**manifest, "schema": SCHEMA}
         if path.exists():
             old = json.loads(path.read_text(encoding="utf-8"))
             manifest = {**old, "resumed": old.get("resumed", []) + [manifest["started"]]}
         write_atomic(path, json.dumps(manifest, indent=2) + "\n")
+
+
+def _difference(saved: Config, given: Config) -> str:
+    """"data.n was 60, got 40": the first field where two configs differ."""
+    a, b = dataclasses.asdict(saved), dataclasses.asdict(given)
+    for key in a:
+        if a[key] != b[key]:
+            if isinstance(a[key], dict) and isinstance(b[key], dict):
+                sub = next((k for k in a[key] if a[key][k] != b[key].get(k)), None)
+                if sub is not None:
+                    return f"{key}.{sub} was {a[key][sub]!r}, got {b[key][sub]!r}"
+            return f"{key} was {a[key]!r:.80}, got {b[key]!r:.80}"
+    return "they differ"
 
 
 def git_sha() -> str | None:
@@ -91,17 +125,18 @@ def git_sha() -> str | None:
     return out.stdout.strip() or None if out.returncode == 0 else None
 
 
+def _version(package: str) -> str | None:
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return None
+
+
 def environment(device: str) -> dict[str, Any]:
     """Versions and hardware for the manifest."""
-    import numpy
-    import sklearn
-    import torch
-
-    from . import __version__
-
     return {
         "sparring": __version__, "python": sys.version.split()[0], "torch": torch.__version__,
-        "numpy": numpy.__version__, "scikit_learn": sklearn.__version__, "platform": platform.platform(),
+        "numpy": numpy.__version__, "scikit_learn": _version("scikit-learn"), "platform": platform.platform(),
         "device": device, "cuda": torch.cuda.get_device_name(0) if device.startswith("cuda") else None,
         "threads": torch.get_num_threads(), "git_sha": git_sha(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from .errors import InputError
 from .rng import Generators, normal, uniform
+from .util import rows
 
 
 class Norm(str, Enum):
@@ -27,7 +28,7 @@ class Norm(str, Enum):
     LINF = "linf"
 
     @classmethod
-    def parse(cls, value: "str | Norm") -> "Norm":
+    def parse(cls, value: str | Norm) -> Norm:
         """Accept "linf"/"inf"/"Linf", "l2"/"2", "l1"/"1", "l0"/"0"."""
         if isinstance(value, Norm):
             return value
@@ -41,10 +42,6 @@ class Norm(str, Enum):
 
 def _flat(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1)
-
-
-def _per_sample(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
 L0_TOLERANCE = 1e-6
@@ -131,7 +128,7 @@ class ThreatModel:
         elif self.norm is Norm.L2:
             norms = lp_norm(delta, Norm.L2)
             factor = (self.eps / norms.clamp_min(1e-12)).clamp(max=1.0)
-            delta = delta * _per_sample(factor, delta)
+            delta = delta * rows(factor, delta)
         else:
             delta = _project_l1(delta, self.eps)
         return self.clamp(x + delta)
@@ -148,10 +145,10 @@ class ThreatModel:
                 direction = normal(generator, x)
             else:  # Laplace coordinates give a uniform direction on the L1 sphere
                 direction = -torch.log(uniform(generator, x).clamp_min(1e-12)) * (2 * (uniform(generator, x) < 0.5) - 1)
-            direction = direction / _per_sample(lp_norm(direction, self.norm).clamp_min(1e-12), x)
+            direction = direction / rows(lp_norm(direction, self.norm).clamp_min(1e-12), x)
             dim = direction[0].numel()
             radius = uniform(generator, x[:, :1].flatten(1)[:, :1]).reshape(-1) ** (1.0 / dim) * self.eps
-            delta = direction * _per_sample(radius, x)
+            delta = direction * rows(radius, x)
         return self.clamp(x + delta)
 
     def step(self, grad: Tensor, step_size: float, x_adv: Tensor | None = None) -> Tensor:
@@ -166,7 +163,7 @@ class ThreatModel:
             return step_size * grad.sign()
         if self.norm is Norm.L2:
             norms = lp_norm(grad, Norm.L2).clamp_min(1e-12)
-            return step_size * grad / _per_sample(norms, grad)
+            return step_size * grad / rows(norms, grad)
         g = grad
         if x_adv is not None:
             stuck = ((x_adv <= self.bounds[0]) & (g < 0)) | ((x_adv >= self.bounds[1]) & (g > 0))
@@ -177,7 +174,7 @@ class ThreatModel:
         mask = (flat >= threshold) & (flat > 0)
         direction = (_flat(g).sign() * mask).reshape(g.shape)
         counts = mask.sum(dim=1).clamp_min(1).to(g.dtype)
-        return step_size * direction / _per_sample(counts, g)
+        return step_size * direction / rows(counts, g)
 
     def distance(self, x_adv: Tensor, x: Tensor) -> Tensor:
         """Per-sample ||x_adv - x|| in this norm."""
