@@ -10,15 +10,14 @@ Images come as float32 (N, C, H, W) in [0, 1]; normalization belongs to the mode
 
 from __future__ import annotations
 
-from .dataset import DATASETS, Dataset, DatasetLoader, load_dataset, require_train
-from .formats import read_idx, read_npz
-from .safe_pickle import safe_unpickle
-from .user import load_inputs
-
 # importing the loader modules registers "cifar10", "digits", "mnist" and "fashion-mnist"
 from .cifar10 import CIFAR10_CLASSES, load_cifar10, read_cifar_folder
+from .dataset import DATASETS, Dataset, DatasetLoader, load_dataset, require_train
 from .digits import load_digits_dataset
+from .formats import read_idx, read_npz
 from .mnist import FASHION_CLASSES, load_fashion_mnist, load_mnist
+from .safe_pickle import safe_unpickle
+from .user import load_inputs
 
 __all__ = [
     "CIFAR10_CLASSES",

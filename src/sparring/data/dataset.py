@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..errors import DataError
 from .. import paths
+from ..errors import DataError
 from ..registry import Registry
 
 __all__ = ["DATASETS", "Dataset", "DatasetLoader", "load_dataset", "not_found", "require_train"]
@@ -101,7 +101,7 @@ DatasetLoader = Callable[[Path | None, bool], Dataset]
 
 #: Registered datasets. Metadata: num_classes, input_shape, files (names looked for),
 #: needs_files (False for bundled data), train_hint (how to provide the training split).
-DATASETS: Registry[DatasetLoader] = Registry("dataset")
+DATASETS: Registry[DatasetLoader] = Registry("dataset", group="sparring.datasets")
 
 
 def load_dataset(name: str, *, data_dir: str | Path | None = None, train: bool = True) -> Dataset:

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from ..errors import DataError, InputError
+from ..util import safe_load
 
 
 def _arrays(path: Path) -> tuple[object, object]:
@@ -25,12 +26,13 @@ def _arrays(path: Path) -> tuple[object, object]:
                     raise DataError(f"{path}: expected arrays x and y, got {', '.join(data.files) or 'none'}")
                 return data[keys[0]], data[keys[1]]
         if path.suffix in (".pt", ".pth"):
-            data = torch.load(path, map_location="cpu", weights_only=True)
+            data = safe_load(path, "inputs file", "save plain tensors x and y (torch.save({'x': x, 'y': y}))")
             if not isinstance(data, dict) or "x" not in data or "y" not in data:
                 raise DataError(f"{path}: expected a dict with tensors x and y, got {type(data).__name__}")
             return data["x"], data["y"]
     except (OSError, ValueError, EOFError, RuntimeError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path} is truncated or not a readable .npz/.pt file ({str(exc).splitlines()[0][:120]})") from None
+        raise DataError(f"{path} is truncated or not a readable .npz/.pt file "
+                        f"({str(exc).splitlines()[0][:120]})") from None
     raise DataError(f"{path}: expected a .npz or .pt file, got {path.suffix or 'no suffix'}")
 
 
@@ -57,7 +59,8 @@ def load_inputs(path: str | Path) -> tuple[Tensor, Tensor]:
     if torch.isnan(x).any() or torch.isinf(x).any():
         raise InputError(f"expected finite pixel values, got NaN or inf in {p}")
     if float(x.min()) < 0 or float(x.max()) > 1:
-        raise InputError(f"expected pixel values in [0, 1] (or uint8), got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+        raise InputError(f"expected pixel values in [0, 1] (or uint8), got values in "
+                         f"[{float(x.min()):.4g}, {float(x.max()):.4g}]")
     if y.dim() != 1 or y.shape[0] != x.shape[0]:
         raise InputError(f"expected {x.shape[0]} labels of shape ({x.shape[0]},), got {tuple(y.shape)}")
     if y.is_floating_point() or y.dtype == torch.bool:

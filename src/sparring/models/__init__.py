@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from . import lenet, preact, resnet, small  # noqa: F401  (register the architectures)
 from .build import MODELS, build_model
-from .io import load_model, load_weights, read_state_dict, save_model
+from .io import load_network, load_weights, read_state_dict, save_model, stem
 from .lenet import LeNet5
 from .normalize import Normalize, Normalized
 from .preact import PreActResNet18
@@ -34,9 +34,10 @@ __all__ = [
     "PreActResNet18",
     "PretrainedSpec",
     "build_model",
-    "load_model",
+    "load_network",
     "load_pretrained",
     "load_weights",
     "read_state_dict",
     "save_model",
+    "stem",
 ]

@@ -10,19 +10,14 @@ from torch import nn
 
 from ..errors import ConfigError, InputError
 from ..registry import Registry
+from ..util import check_number
 from .normalize import Normalized
 
 __all__ = ["MODELS", "build_model"]
 
 #: Builders ``fn(*, num_classes, in_channels, **kwargs) -> nn.Module`` returning the bare net
 #: (no normalization). Metadata: input_shape (C, H, W), num_classes, mean, std, description.
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
-
-
-def _positive_int(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"expected {what} to be an integer >= 1, got {value!r}")
-    return value
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model", group="sparring.models")
 
 
 def _default_stats(name: str, values: Sequence[float], channels: int, what: str) -> tuple[float, ...]:
@@ -60,8 +55,10 @@ def build_model(
     """
     builder = MODELS.get(name)
     meta = MODELS.meta(name)
-    classes = _positive_int(meta["num_classes"] if num_classes is None else num_classes, "num_classes")
-    channels = _positive_int(meta["input_shape"][0] if in_channels is None else in_channels, "in_channels")
+    classes = check_number(meta["num_classes"] if num_classes is None else num_classes, "num_classes",
+                           integer=True, low=1)
+    channels = check_number(meta["input_shape"][0] if in_channels is None else in_channels, "in_channels", integer=True,
+                            low=1)
     mean = _default_stats(name, meta["mean"], channels, "mean") if mean is None else tuple(mean)
     std = _default_stats(name, meta["std"], channels, "std") if std is None else tuple(std)
     if len(mean) not in (1, channels) or len(std) not in (1, channels):

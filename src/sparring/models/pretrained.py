@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .. import paths
 from ..errors import DataError
 from ..registry import Registry
 from .build import build_model
@@ -77,8 +78,6 @@ def load_pretrained(alias: str, *, weights_dir: str | Path | None = None) -> Nor
         >>> model(torch.rand(1, 3, 32, 32)).shape
         torch.Size([1, 10])
     """
-    from .. import paths
-
     spec = PRETRAINED.get(alias)
     try:
         folder = paths.find_weights_dir(weights_dir)

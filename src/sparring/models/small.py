@@ -37,7 +37,8 @@ class MnistSmall(nn.Module):
         # layers; named so that the weights keep the plain Sequential keys (features.0, classifier.3, ...)
         self.features = nn.Sequential(OrderedDict([
             ("0", nn.Conv2d(in_channels, 16, 4, stride=2, padding=1)), ("noise1", nn.Identity()),
-            ("1", nn.ReLU(inplace=True)), ("2", nn.Conv2d(16, 32, 4, stride=2, padding=1)), ("3", nn.ReLU(inplace=True)),
+            ("1", nn.ReLU(inplace=True)), ("2", nn.Conv2d(16, 32, 4, stride=2, padding=1)),
+            ("3", nn.ReLU(inplace=True)),
         ]))
         self.classifier = nn.Sequential(OrderedDict([
             ("0", nn.Flatten()), ("1", nn.Linear(32 * side * side, 100)), ("2", nn.ReLU(inplace=True)),

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .registry import Registry
+from ..registry import Registry
 
 __all__ = ["OPTIMIZERS", "SCHEDULES"]
 
@@ -24,7 +24,8 @@ OPTIMIZERS.register("adam", description="Adam (Kingma & Ba 2015, arXiv:1412.6980
 SCHEDULES: Registry[Callable[..., Any]] = Registry("schedule")
 SCHEDULES.register("none", description="constant learning rate")(lambda opt, **_: None)
 SCHEDULES.register("cosine", description="cosine annealing to 0 over all steps (arXiv:1608.03983)")(
-    lambda opt, *, epochs, steps_per_epoch, **_: torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs * steps_per_epoch)
+    lambda opt, *, epochs, steps_per_epoch, **_: torch.optim.lr_scheduler.CosineAnnealingLR(
+        opt, epochs * steps_per_epoch)
 )
 SCHEDULES.register("step", description="x0.1 at 50% and 75% of the epochs")(
     lambda opt, *, epochs, steps_per_epoch, **_: torch.optim.lr_scheduler.MultiStepLR(

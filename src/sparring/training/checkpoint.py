@@ -1,9 +1,9 @@
-"""Resumable training: the training-state file that `sparring.train.train` keeps beside its checkpoint.
+"""Resumable training: the training-state file that `sparring.training.train` keeps beside its checkpoint.
 
 `train(..., checkpoint="models/digits")` writes ``models/digits.train-state.pt`` after every epoch
 (rank 0 under torchrun; a temp file, fsync, then os.replace, so a kill never leaves half a file):
 model, optimizer, LR schedule and fp16 gradient-scaler state, the finished epoch, whether training
-is done, the history, the hooks' state and the settings a resumed run must share. With
+is done, the history, the objective's state and the settings a resumed run must share. With
 ``resume=True`` every process reads it back with ``torch.load(weights_only=True)`` (a file that
 would run code is refused, nothing runs) and training continues from the next epoch.
 
@@ -14,16 +14,17 @@ would run code is refused, nothing runs) and training continues from the next ep
 from __future__ import annotations
 
 import io
-import pickle
-import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from .distributed import Dist
-from .errors import ConfigError, DataError
+from ..distributed import Dist
+from ..errors import ConfigError, DataError
+from ..models import stem
+from ..util import first_line, safe_load, write_atomic
+from .objective import Objective
 
 __all__ = ["beside", "discard", "mismatch", "partial", "read_state", "restore_state", "state_path", "teacher_path",
            "write_state"]
@@ -35,10 +36,8 @@ _KEYS = ("format", "version", "settings", "epoch", "done", "history", "model", "
 
 def beside(checkpoint: str | Path, suffix: str) -> Path:
     """``<stem><suffix>`` next to a checkpoint stem (a .safetensors / .json suffix is dropped first)."""
-    from .models.io import _stem
-
-    stem = _stem(checkpoint)
-    return stem.with_name(stem.name + suffix)
+    base = stem(checkpoint)
+    return base.with_name(base.name + suffix)
 
 
 def state_path(checkpoint: str | Path) -> Path:
@@ -79,42 +78,34 @@ def mismatch(saved: dict[str, Any], given: dict[str, Any]) -> str | None:
 
 
 def write_state(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any,
-                hook_state: Any, epoch: int, done: bool, history: list[dict[str, Any]],
+                objective: Objective, epoch: int, done: bool, history: list[dict[str, Any]],
                 settings: dict[str, Any]) -> None:
     """Serialize the training state with torch.save and write it atomically to ``path``."""
-    from .models.io import _write_atomic
-
     state = {"format": FORMAT, "version": VERSION, "settings": settings, "epoch": epoch, "done": done,
              "history": history, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
              "scheduler": None if scheduler is None else scheduler.state_dict(),
-             "scaler": None if scaler is None else scaler.state_dict(),
-             "hooks": None if hook_state is None else hook_state.state_dict()}  # fmt: skip
+             "scaler": None if scaler is None else scaler.state_dict(), "hooks": objective.state_dict()}
     buffer = io.BytesIO()
     torch.save(state, buffer)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_atomic(path, buffer.getvalue())
+    write_atomic(path, buffer.getvalue())
 
 
 def _load(path: Path) -> dict[str, Any]:
-    from .models.state import _why
-
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        lines = [ln.strip() for ln in str(exc).splitlines()[1:] if ln.strip()]
-        detail = next((ln for ln in lines if not ln.startswith(("Please file", "Check the doc"))), _why(exc))
-        raise DataError(f"training state {path} holds more than tensors and plain values and was refused by "
-                        f"weights_only loading ({detail[:120]}); delete it to train from scratch") from None
-    except Exception as exc:  # zip, EOF and torch errors all mean "unreadable"
-        raise DataError(f"training state {path} is truncated or not a training state ({_why(exc)})") from None
+    state = safe_load(path, "training state", "delete it to train from scratch")
     if not isinstance(state, dict) or state.get("format") != FORMAT or any(k not in state for k in _KEYS):
         raise DataError(f"expected {path} to be a {FORMAT} file with keys {', '.join(_KEYS)}, got "
                         f"{sorted(state) if isinstance(state, dict) else type(state).__name__}")
     if state["version"] != VERSION:
         raise DataError(f"expected training state version {VERSION} in {path}, got {state['version']!r}")
     return state
+
+
+def _legacy(saved: dict[str, Any]) -> dict[str, Any]:
+    """Settings written before objectives (batch_loss / hook_state keys): plain cross-entropy training reads
+    as the CrossEntropy objective; any other recipe keeps its old keys, so resuming it is refused."""
+    if "batch_loss" not in saved or saved.get("batch_loss") is not None or saved.get("hook_state") is not None:
+        return saved
+    return {**{k: v for k, v in saved.items() if k not in ("batch_loss", "hook_state")}, "objective": "CrossEntropy"}
 
 
 def read_state(path: Path, settings: dict[str, Any], dist: Dist) -> dict[str, Any] | None:
@@ -134,7 +125,7 @@ def read_state(path: Path, settings: dict[str, Any], dist: Dist) -> dict[str, An
     if not exists:
         return None
     state = _load(path)
-    diff = mismatch(state["settings"] if isinstance(state["settings"], dict) else {}, settings)
+    diff = mismatch(_legacy(state["settings"]) if isinstance(state["settings"], dict) else {}, settings)
     if diff is not None:
         hint = (" (start as many processes as the interrupted job: each process's batch share and BatchNorm "
                 "statistics depend on it)" if diff.startswith("processes ") else "")
@@ -144,10 +135,8 @@ def read_state(path: Path, settings: dict[str, Any], dist: Dist) -> dict[str, An
 
 
 def restore_state(state: dict[str, Any], path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                  scheduler: Any, scaler: Any, hook_state: Any) -> None:
-    """Load a state from read_state into the model, optimizer, schedule, scaler and hooks (in place)."""
-    from .models.state import _why
-
+                  scheduler: Any, scaler: Any, objective: Objective) -> None:
+    """Load a state from read_state into the model, optimizer, schedule, scaler and objective (in place)."""
     try:
         model.load_state_dict(state["model"], strict=True)
         optimizer.load_state_dict(state["optimizer"])
@@ -156,10 +145,9 @@ def restore_state(state: dict[str, Any], path: Path, *, model: nn.Module, optimi
         if scaler is not None:
             scaler.load_state_dict(state["scaler"])
     except (RuntimeError, ValueError, KeyError, TypeError) as exc:
-        raise DataError(f"training state {path} does not fit this model and optimizer ({_why(exc)})") from None
-    if hook_state is not None:
-        try:
-            hook_state.load_state_dict(state["hooks"])
-        except ConfigError as exc:
-            raise ConfigError(f"cannot resume from {path}: {exc}; resume with the same settings, or train "
-                              "without resume to start over") from None
+        raise DataError(f"training state {path} does not fit this model and optimizer ({first_line(exc)})") from None
+    try:
+        objective.load_state_dict(state["hooks"] or {})
+    except ConfigError as exc:
+        raise ConfigError(f"cannot resume from {path}: {exc}; resume with the same settings, or train "
+                          "without resume to start over") from None

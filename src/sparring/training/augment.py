@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .errors import InputError
-from .registry import Registry
+from ..errors import InputError
+from ..registry import Registry
 
 __all__ = ["AUGMENTATIONS", "augment_batch"]
 
