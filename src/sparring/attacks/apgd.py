@@ -11,11 +11,11 @@ from collections.abc import Callable
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError
 from ..rng import Generators, subset, tile
 from ..threat import ThreatModel
-from ._checks import check_batch, check_labels, check_positive_int
-from ._losses import dlr, get_loss, is_adversarial
+from ..util import rows
+from .checks import check_batch, check_labels, check_positive_int
+from .losses import dlr, get_loss, is_adversarial
 from .registry import ATTACKS
 
 Objective = Callable[[Tensor, Tensor], Tensor]  # (logits, row indices) -> per-sample loss
@@ -29,10 +29,6 @@ def checkpoints(steps: int) -> set[int]:
         out.add(math.ceil(round(cur * steps, 6)))
         prev, cur = cur, cur + max(cur - prev - 0.03, 0.06)
     return out - {0}
-
-
-def _rows(v: Tensor, like: Tensor) -> Tensor:
-    return v.reshape(-1, *([1] * (like.dim() - 1)))
 
 
 def _group_done(fooled: Tensor, groups: Tensor | None) -> Tensor:
@@ -68,16 +64,16 @@ def apgd_run(model: nn.Module, x: Tensor, start: Tensor, threat: ThreatModel, st
             logits = model(probe)
             loss = objective(logits, act)
         fooled = success(logits.detach(), act)
-        grad = torch.autograd.grad(loss.sum(), probe)[0] if k < steps else None
+        grad = torch.autograd.grad(loss.sum(), probe)[0] if k < steps else torch.zeros_like(probe)
         loss = loss.detach()
         better = loss > best_loss[act]
         take = better | fooled
-        out[act] = torch.where(_rows(take, cur), cur, out[act])  # integer indexing: no host sync
+        out[act] = torch.where(rows(take, cur), cur, out[act])  # integer indexing: no host sync
         best_loss[act] = torch.where(better, loss, best_loss[act])
         hit[act] = fooled
         if k == steps:
             break
-        best_grad[act] = torch.where(_rows(better, grad), grad, best_grad[act])
+        best_grad[act] = torch.where(rows(better, grad), grad, best_grad[act])
         if k > 0:
             ups = ups + (loss > loss_prev).to(ups.dtype)
         else:
@@ -88,9 +84,9 @@ def apgd_run(model: nn.Module, x: Tensor, start: Tensor, threat: ThreatModel, st
             halve = (ups < RHO * (k - last_mark)) | (~halved & (best_at_mark >= best_now))
             halved, best_at_mark, ups, last_mark = halve, best_now, torch.zeros_like(ups), k
             eta = torch.where(halve, eta / 2, eta)
-            cur = torch.where(_rows(halve, cur), out[act], cur)
-            prev = torch.where(_rows(halve, cur), cur, prev)
-            grad = torch.where(_rows(halve, cur), best_grad[act], grad)
+            cur = torch.where(rows(halve, cur), out[act], cur)
+            prev = torch.where(rows(halve, cur), cur, prev)
+            grad = torch.where(rows(halve, cur), best_grad[act], grad)
         keep = ~_group_done(fooled, None if groups is None else groups[act])
         left = int(keep.sum())  # the one host sync per iteration
         if left == 0:
@@ -99,19 +95,28 @@ def apgd_run(model: nn.Module, x: Tensor, start: Tensor, threat: ThreatModel, st
             act, cur, prev, grad, eta = act[keep], cur[keep], prev[keep], grad[keep], eta[keep]
             loss_prev, ups, best_at_mark, halved = loss_prev[keep], ups[keep], best_at_mark[keep], halved[keep]
         xs = x[act]
-        z = threat.project(cur + _rows(eta, cur) * threat.step(grad, 1.0, cur), xs)
+        z = threat.project(cur + rows(eta, cur) * threat.step(grad, 1.0, cur), xs)
         moved = cur + MOMENTUM * (z - cur) + (1 - MOMENTUM) * (cur - prev) if k > 0 else z
         prev, cur = cur, threat.project(moved, xs)
     return out.detach(), hit, best_loss
 
 
-def _validate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, steps: int, restarts: int,
-              name: str) -> Tensor:
+def _on_rows(fn: Objective, rows: Tensor) -> Objective:
+    """fn on a subset of rows: row r of the subset is row rows[r] of the whole."""
+    return lambda z, r: fn(z, rows[r])
+
+
+def _toward(targets: Tensor, labels: Tensor) -> tuple[Objective, Objective]:
+    """APGD-T's (objective, success) for one target per row: the targeted DLR toward targets[r], and any
+    misclassification of labels[r]."""
+    return (lambda z, r: dlr(z, targets[r], True, true_labels=labels[r]),
+            lambda z, r: z.argmax(dim=1) != labels[r])
+
+
+def _validate(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, steps: int, restarts: int) -> Tensor:
     check_batch(x, y, threat)
     check_positive_int("steps", steps)
     check_positive_int("restarts", restarts)
-    if not threat.bounded:
-        raise InputError(f"{name} needs a finite eps, got eps=inf")
     with torch.no_grad():
         logits = model(x.detach())
     check_labels(y, logits.shape[1])
@@ -135,9 +140,8 @@ def apgd_batch(model: nn.Module, x: Tensor, labels: Tensor, *, threat: ThreatMod
             if todo.numel() == 0:
                 break
             start = threat.random_init(x[todo], subset(generator, free))
-            pts, ok, loss = apgd_run(model, x[todo], start, threat, steps,
-                                     lambda z, r: objective(z, todo[r]), lambda z, r: success(z, todo[r]),
-                                     None if groups is None else groups[todo])
+            pts, ok, loss = apgd_run(model, x[todo], start, threat, steps, _on_rows(objective, todo),
+                                     _on_rows(success, todo), None if groups is None else groups[todo])
             take = ok | (loss > best[todo])
             out[todo[take]], best[todo[take]], hit[todo] = pts[take], loss[take], ok
     return out, hit
@@ -156,10 +160,8 @@ def apgd(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: 
     threat.py, not the adaptive-sparsity APGD-L1 of arXiv:2103.01208.
         >>> x_adv = apgd(model, x, y, threat=ThreatModel(Norm.LINF, 8 / 255), generator=g)
     """
-    _validate(model, x, y, threat, steps, restarts, "apgd")
+    _validate(model, x, y, threat, steps, restarts)
     x, y = x.detach(), y.to(device=x.device, dtype=torch.int64)
-    if threat.eps == 0:
-        return x.clone()
     fn = get_loss(loss)
     return apgd_batch(model, x, y, threat=threat, steps=steps, restarts=restarts,
                       objective=lambda z, r: fn(z, y[r], targeted),
@@ -187,10 +189,10 @@ def apgd_targeted_batch(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Te
         xs, ys = x[todo].repeat(count, *([1] * (x.dim() - 1))), y[todo].repeat(count)
         ts = order[todo, :count].T.reshape(-1)  # row j * m + i: sample todo[i], target j
         rows = torch.arange(m, device=x.device)
-        pts, ok = apgd_batch(model, xs, ys, threat=threat, steps=steps, restarts=restarts,
-                             objective=lambda z, r: dlr(z, ts[r], True, true_labels=ys[r]),
-                             success=lambda z, r: z.argmax(dim=1) != ys[r],
-                             generator=tile(subset(generator, ~hit), count, 7919), groups=rows.repeat(count))
+        objective, success = _toward(ts, ys)
+        pts, ok = apgd_batch(model, xs, ys, threat=threat, steps=steps, restarts=restarts, objective=objective,
+                             success=success, generator=tile(subset(generator, ~hit), count, "apgd-t targets"),
+                             groups=rows.repeat(count))
         ok = ok.view(count, m)
         first = ok.to(torch.int32).argmax(dim=0)  # the first target that succeeded (0 when none did)
         out[todo], hit[todo] = pts[first * m + rows], ok.any(dim=0)
@@ -200,9 +202,9 @@ def apgd_targeted_batch(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Te
         if todo.numel() == 0:
             break
         xs, ys, ts = x[todo], y[todo], order[todo, j]
-        pts, ok = apgd_batch(model, xs, ys, threat=threat, steps=steps, restarts=restarts,
-                             objective=lambda z, r: dlr(z, ts[r], True, true_labels=ys[r]),
-                             success=lambda z, r: z.argmax(dim=1) != ys[r], generator=subset(generator, ~hit))
+        objective, success = _toward(ts, ys)
+        pts, ok = apgd_batch(model, xs, ys, threat=threat, steps=steps, restarts=restarts, objective=objective,
+                             success=success, generator=subset(generator, ~hit))
         out[todo], hit[todo] = pts, ok
     return out, hit
 
@@ -219,11 +221,9 @@ def apgd_t(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps
     the targets are chosen here. Success is any misclassification.
         >>> x_adv = apgd_t(model, x, y, threat=ThreatModel(Norm.LINF, 8 / 255), generator=g)
     """
-    logits = _validate(model, x, y, threat, steps, restarts, "apgd-t")
+    logits = _validate(model, x, y, threat, steps, restarts)
     check_positive_int("target_classes", target_classes)
     x, y = x.detach(), y.to(device=x.device, dtype=torch.int64)
-    if threat.eps == 0:
-        return x.clone()
     return apgd_targeted_batch(model, x, y, logits, threat=threat, steps=steps, restarts=restarts,
                                target_classes=target_classes, generator=generator, stack=stack)[0]
 

@@ -7,8 +7,10 @@ from torch import Tensor, nn
 
 from ..rng import Generators
 from ..threat import Norm, ThreatModel
-from ._checks import check_labels, check_positive, check_positive_int
-from ._minimal import Best, ConstSearch, gap, prepare, rows
+from ..util import rows
+from .checks import check_labels, check_positive, check_positive_int
+from .losses import margin
+from .minimal import Best, ConstSearch, prepare
 from .registry import ATTACKS
 
 _BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
@@ -17,12 +19,13 @@ _SQUASH = 0.95  # w0 = atanh(0.95 * x rescaled to [-1, 1]): see the docstring
 
 @ATTACKS.register("cw-l2", kind="minimal", norms=("l2",), needs_grad=True, targeted="optional",
                   paper="Carlini & Wagner 2017, arXiv:1608.04644",
-                  test_params={"steps": 30, "search_steps": 3, "initial_const": 10.0, "step_size": 0.05})
+                  test_params={"steps": 30, "search_steps": 3, "initial_const": 10.0, "lr": 0.05},
+                  renamed={"abort_early": "early_stop", "step_size": "lr", "confidence": "kappa"})
 def cw_l2(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | None = None, steps: int = 1000,
-          search_steps: int = 9, initial_const: float = 1e-2, step_size: float = 0.01, confidence: float = 0.0,
-          abort_early: bool = True, warm_start: bool = False, targeted: bool = False,
+          search_steps: int = 9, initial_const: float = 1e-2, lr: float = 0.01, kappa: float = 0.0,
+          early_stop: bool = True, warm_start: bool = False, targeted: bool = False,
           generator: Generators = None) -> Tensor:
-    """Carlini-Wagner L2: minimize ||delta||^2 + c * max(gap + confidence, 0) with Adam over w,
+    """Carlini-Wagner L2: minimize ||delta||^2 + c * max(gap + kappa, 0) with Adam over w,
     where x + delta = clip(x + (hi - lo) / 2 * (tanh(w) - tanh(w0))), w0 = atanh(0.95 * x rescaled
     to [-1, 1]): the paper's tanh change of variables for the box, written relative to x so that
     w0 gives x exactly. The paper's code squashes by 1 - 1e-6, which puts saturated pixels (most of
@@ -33,8 +36,8 @@ def cw_l2(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | None 
     Carlini & Wagner, "Towards evaluating the robustness of neural networks", arXiv:1608.04644.
     gap is Z_y - max_{j != y} Z_j (untargeted) or max_{j != t} Z_j - Z_t (targeted, y = targets).
     Args: steps (Adam steps per constant, one forward and backward pass each), search_steps
-    (constants tried, starting at initial_const: x10 until success, then bisection), step_size
-    (Adam learning rate), confidence (the paper's kappa), abort_early (a sample stops when its
+    (constants tried, starting at initial_const: x10 until success, then bisection), lr
+    (Adam's learning rate, in tanh space), kappa (the paper's confidence margin), early_stop (a sample stops when its
     loss fell by less than 0.01% over steps / 10 steps), warm_start (each new constant starts from
     where the last one ended instead of from x, Adam moments reset; not in the paper: on ResNet-20,
     warm_start=True with steps=50 needs 38% fewer passes than the textbook's steps=100 for a 4%
@@ -47,8 +50,8 @@ def cw_l2(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | None 
     steps = check_positive_int("steps", steps)
     search_steps = check_positive_int("search_steps", search_steps)
     initial_const = check_positive("initial_const", initial_const)
-    step_size = check_positive("step_size", step_size)
-    confidence = check_positive("confidence", confidence, allow_zero=True)
+    lr = check_positive("lr", lr)
+    kappa = check_positive("kappa", kappa, allow_zero=True)
     lo, hi = threat.bounds
     mid, half = (hi + lo) / 2, (hi - lo) / 2
     w0 = torch.atanh(((x - mid) / half).clamp(-1, 1) * _SQUASH)
@@ -76,11 +79,11 @@ def cw_l2(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | None 
             if first:
                 check_labels(y, logits.shape[1])
                 first = False
-            g = gap(logits, y[live], targeted)
+            g = -margin(logits, y[live], targeted)
             const = search.const[live].to(x.dtype)
-            loss = (x_adv - x[live]).flatten(1).pow(2).sum(1) + const * (g + confidence).clamp_min(0)
+            loss = (x_adv - x[live]).flatten(1).pow(2).sum(1) + const * (g + kappa).clamp_min(0)
             (grad,) = torch.autograd.grad(loss.sum(), w_live)
-        hit = g.detach() < -confidence
+        hit = g.detach() < -kappa
         best.update(live, x_adv.detach(), hit)
         success[live] |= hit
         t = count[live] + 1
@@ -88,10 +91,10 @@ def cw_l2(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | None 
         v_live = v[live].mul_(_BETA2).addcmul_(grad, grad, value=1 - _BETA2)
         m_hat = m_live / rows(1 - _BETA1 ** t.to(x.dtype), m_live)
         v_hat = v_live / rows(1 - _BETA2 ** t.to(x.dtype), v_live)
-        w[live] = w_live.detach() - step_size * m_hat / (v_hat.sqrt() + _ADAM_EPS)
+        w[live] = w_live.detach() - lr * m_hat / (v_hat.sqrt() + _ADAM_EPS)
         m[live], v[live], count[live] = m_live, v_live, t
         done = t >= steps
-        if abort_early:
+        if early_stop:
             loss = loss.detach()
             at_check = t % check == 0
             done |= at_check & ~(loss <= previous[live] * 0.9999)

@@ -11,8 +11,9 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..rng import Generators, normal, subset
 from ..threat import Norm, ThreatModel
-from ._checks import check_labels, check_positive, check_positive_int
-from ._minimal import Best, fooled, prepare, rows
+from ..util import rows
+from .checks import check_labels, check_positive, check_positive_int
+from .minimal import Best, fooled, prepare
 from .registry import ATTACKS
 
 

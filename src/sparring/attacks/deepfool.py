@@ -7,22 +7,25 @@ from torch import Tensor, nn
 
 from ..rng import Generators
 from ..threat import Norm, ThreatModel
-from ._checks import check_labels, check_positive, check_positive_int
-from ._minimal import Best, fooled, prepare
+from ..util import rows
+from .checks import check_labels, check_positive, check_positive_int
+from .minimal import Best, fooled, prepare
 from .registry import ATTACKS
 
 
 @ATTACKS.register("deepfool", kind="minimal", norms=("l2", "linf"), needs_grad=True, targeted="never",
-                  paper="Moosavi-Dezfooli et al. 2016, arXiv:1511.04599", test_params={"steps": 20})
+                  paper="Moosavi-Dezfooli et al. 2016, arXiv:1511.04599", test_params={"steps": 20},
+                  renamed={"candidates": ("target_classes", lambda candidates: candidates - 1)})
 def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | None = None, steps: int = 50,
-             overshoot: float = 0.02, candidates: int = 10, generator: Generators = None) -> Tensor:
+             overshoot: float = 0.02, target_classes: int = 9, generator: Generators = None) -> Tensor:
     """DeepFool: move each sample onto the closest boundary of the model linearized at the iterate.
 
     Moosavi-Dezfooli, Fawzi, Frossard, "DeepFool: a simple and accurate method to fool deep neural
-    networks", arXiv:1511.04599. Untargeted. Per step, one forward pass and candidates - 1 backward
-    passes (the gradients of Z_k - Z_y for the `candidates` classes ranked highest on the clean
-    input); fooled samples leave the batch (when many were just fooled, the rest is forwarded
-    again, which costs less than backward passes through the fooled ones). The total step is scaled by 1 + overshoot and the
+    networks", arXiv:1511.04599. Untargeted. Per step, one forward pass and `target_classes` backward
+    passes (the gradients of Z_k - Z_y for the `target_classes` classes other than y ranked highest on
+    the clean input); fooled samples leave the batch (when many were just fooled, the rest is forwarded
+    again, which costs less than backward passes through the fooled ones). The total step is scaled by
+    1 + overshoot and the
     iterate clipped into the box. Norm l2 (default) or linf (threat.norm). Unfooled samples
     come back unchanged. `generator` is accepted for the common signature (DeepFool is deterministic).
         >>> x_adv = deepfool(model, x, y, threat=ThreatModel(Norm.L2, math.inf), steps=50)
@@ -30,7 +33,7 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | No
     """
     threat, x, y = prepare(x, y, threat, "deepfool", (Norm.L2, Norm.LINF))
     steps = check_positive_int("steps", steps)
-    candidates = check_positive_int("candidates", candidates, minimum=2)
+    target_classes = check_positive_int("target_classes", target_classes)
     scale = 1.0 + check_positive("overshoot", overshoot, allow_zero=True)
     best = Best(x, threat)
     total = torch.zeros_like(x)
@@ -44,7 +47,7 @@ def deepfool(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | No
         if classes is None:
             check_labels(y, logits.shape[1])
             others = logits.detach().scatter(1, y[:, None], float("-inf"))
-            classes = others.topk(min(candidates, logits.shape[1]) - 1, dim=1).indices
+            classes = others.topk(min(target_classes, logits.shape[1] - 1), dim=1).indices
         hit = fooled(logits.detach(), y[active], False)
         best.update(active, xa.detach(), hit)
         if step == steps or bool(hit.all()):
@@ -82,6 +85,6 @@ def _step(norm: Norm, xs: Tensor, total: Tensor, active: Tensor, f: Tensor, grad
     pick = (f.abs() / dual).argmin(dim=1)
     row = torch.arange(pick.shape[0], device=pick.device)
     w, size = grads[row, pick], (f[row, pick].abs() + 1e-4) / dual[row, pick]
-    direction = w / dual[row, pick].reshape(-1, *([1] * (w.dim() - 1))) if norm is Norm.L2 else w.sign()
-    total[active] += size.reshape(-1, *([1] * (w.dim() - 1))) * direction
+    direction = w / rows(dual[row, pick], w) if norm is Norm.L2 else w.sign()
+    total[active] += rows(size, w) * direction
     return threat.clamp(xs + scale * total[active])

@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
+from ..image import gaussian_kernels, separable_blur
 from ..rng import Generators, SampleGenerators, normal, uniform
-from ..threat import ThreatModel
-from ._checks import check_batch, check_labels, check_positive_int
+from ..threat import Norm, ThreatModel
+from .checks import check_batch, check_labels, check_positive_int
+from .pgd import pgd
 from .registry import ATTACKS
 
 PRESETS: dict[str, dict[str, Any]] = {"none": {}, "physical": {  # print-and-photo
@@ -46,8 +48,9 @@ class Transform(nn.Module):
                  blur: tuple[float, float] = (0.0, 0.0), noise: float = 0.0, levels: int | None = None,
                  bounds: tuple[float, float] = (0.0, 1.0), padding: str = "zeros") -> None:
         super().__init__()
-        spec = {"rotation": (rotation, 0.0), "scale": (scale, 1.0), "tx": (translate, 0.0), "ty": (translate, 0.0),
-                "brightness": (brightness, 0.0), "contrast": (contrast, 1.0), "blur": (blur, 0.0)}
+        spec: dict[str, tuple[float | tuple[float, float], float]] = {
+            "rotation": (rotation, 0.0), "scale": (scale, 1.0), "tx": (translate, 0.0), "ty": (translate, 0.0),
+            "brightness": (brightness, 0.0), "contrast": (contrast, 1.0), "blur": (blur, 0.0)}
         self.ranges = {k: _pair(k, value, center) for k, (value, center) in spec.items()}
         if self.ranges["scale"][0] <= 0 or self.ranges["blur"][0] < 0 or not 0 <= float(noise) < math.inf:
             raise InputError(f"expected scale > 0, blur >= 0 and noise >= 0, got {scale}, {blur}, {noise}")
@@ -55,7 +58,7 @@ class Transform(nn.Module):
         if padding not in ("zeros", "border", "reflection"):
             raise InputError(f"padding must be zeros, border or reflection, got {padding!r}")
         self.noise, self.levels, self.padding = float(noise), levels, padding
-        self.bounds = ThreatModel("linf", math.inf, bounds).bounds
+        self.bounds = ThreatModel(Norm.LINF, math.inf, bounds).bounds
 
     def forward(self, x: Tensor, generator: Generators) -> Tensor:
         """A fresh random transformation of every image of x (B, C, H, W)."""
@@ -89,14 +92,8 @@ class Transform(nn.Module):
 
 def _blur(x: Tensor, sigma: Tensor, max_sigma: float) -> Tensor:
     """Separable Gaussian blur with one sigma per sample (replicate padding)."""
-    b, c, h, w = x.shape
     radius = max(1, math.ceil(3 * max_sigma))
-    d = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
-    k = torch.exp(-(d[None] ** 2) / (2 * sigma.clamp_min(1e-3)[:, None] ** 2))
-    k = (k / k.sum(dim=1, keepdim=True)).repeat_interleave(c, dim=0)  # (B*C, 2r+1)
-    out = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode="replicate")
-    out = F.conv2d(out, k[:, None, None, :], groups=b * c)
-    return F.conv2d(out, k[:, None, :, None], groups=b * c).reshape(b, c, h, w)
+    return separable_blur(x, gaussian_kernels(sigma, 2 * radius + 1, x.dtype), "replicate")
 
 
 def make_transform(transform: Transform | Mapping[str, Any] | str) -> Transform:
@@ -112,46 +109,47 @@ def make_transform(transform: Transform | Mapping[str, Any] | str) -> Transform:
 
 
 class Expectation(nn.Module):
-    """Mean log-softmax over `samples` fresh transformations (its CE: the expected CE, plus a term <= 0)."""
+    """Mean log-softmax over `draws` fresh transformations (its CE: the expected CE, plus a term <= 0)."""
 
-    def __init__(self, model: nn.Module, transform: Transform, samples: int, generator: Generators) -> None:
+    def __init__(self, model: nn.Module, transform: Transform, draws: int, generator: Generators) -> None:
         super().__init__()
-        self.model, self.transform, self.samples, self.generator = model, transform, samples, generator
+        self.model, self.transform, self.draws, self.generator = model, transform, draws, generator
 
     def forward(self, x: Tensor) -> Tensor:
         if isinstance(self.generator, SampleGenerators) and len(self.generator) != x.shape[0]:
             raise InputError(f"expected the full batch of {len(self.generator)} samples, got {x.shape[0]}")
-        outs = [self.model(self.transform(x, self.generator)).log_softmax(dim=1) for _ in range(self.samples)]
+        outs = [self.model(self.transform(x, self.generator)).log_softmax(dim=1) for _ in range(self.draws)]
         return torch.stack(outs).mean(dim=0)
 
 
 def eot(attack: str | Callable[..., Tensor], transform: Transform | Mapping[str, Any] | str = "physical", *,
-        samples: int = 10) -> Callable[..., Tensor]:
-    """Wrap an attack so its gradients are averages over `samples` random transformations.
+        draws: int = 10) -> Callable[..., Tensor]:
+    """Wrap an attack so its gradients are averages over `draws` random transformations.
 
     Athalye et al., arXiv:1707.07397. The wrapped attack needs the full batch in every forward
     pass when given SampleGenerators (no restarts, no early_stop).
-        >>> robust_fgsm = eot("fgsm", "physical", samples=20)
+        >>> robust_fgsm = eot("fgsm", "physical", draws=20)
         >>> x_adv = robust_fgsm(model, x, y, threat=ThreatModel(Norm.LINF, 0.3), generator=g)
     """
     fn = ATTACKS.get(attack) if isinstance(attack, str) else attack
-    t, samples = make_transform(transform), check_positive_int("samples", samples)
+    t, draws = make_transform(transform), check_positive_int("draws", draws)
 
     def wrapped(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, generator: Generators = None,
                 **params: Any) -> Tensor:
         gen = generator if generator is not None else torch.Generator().manual_seed(int(torch.randint(2**62, (1,))))
-        return fn(Expectation(model, t, samples, gen), x, y, threat=threat, generator=gen, **params)
+        return fn(Expectation(model, t, draws, gen), x, y, threat=threat, generator=gen, **params)
 
     return wrapped
 
 
 @ATTACKS.register("eot-pgd", kind="budget", norms=("linf", "l2", "l1"), needs_grad=True, targeted="optional",
-                  paper="Athalye et al. 2018, arXiv:1707.07397", test_params={"steps": 3, "samples": 2})
+                  paper="Athalye et al. 2018, arXiv:1707.07397", test_params={"steps": 3, "draws": 2},
+                  renamed={"samples": "draws"})
 def eot_pgd(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel,
-            transform: Transform | Mapping[str, Any] | str = "physical", samples: int = 10, steps: int = 40,
+            transform: Transform | Mapping[str, Any] | str = "physical", draws: int = 10, steps: int = 40,
             step_size: float | None = None, random_start: bool = True, targeted: bool = False, loss: str = "ce",
             early_stop: bool = False, generator: Generators = None) -> Tensor:
-    """PGD whose gradient at every step is the mean over `samples` random transformations.
+    """PGD whose gradient at every step is the mean over `draws` random transformations.
 
     Athalye, Engstrom, Ilyas, Kwok, "Synthesizing robust adversarial examples", arXiv:1707.07397.
     transform: a Transform, a preset name ("physical": print-and-photo) or Transform kwargs;
@@ -159,12 +157,10 @@ def eot_pgd(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel,
     step runs on every sample by default (early_stop=False): stopping as soon as the mean
     prediction flips leaves examples on the edge of the expectation, which then fool only about
     half of fresh transformations.
-        >>> x_adv = eot_pgd(model, x, y, threat=ThreatModel(Norm.LINF, 0.3), samples=10, generator=g)
+        >>> x_adv = eot_pgd(model, x, y, threat=ThreatModel(Norm.LINF, 0.3), draws=10, generator=g)
         >>> rate = evaluate_under_transforms(model, x_adv, y, Transform(**PRESETS["physical"]), generator=g)
     """
-    from .pgd import pgd
-
-    return eot(pgd, transform, samples=samples)(model, x, y, threat=threat, steps=steps, step_size=step_size,
+    return eot(pgd, transform, draws=draws)(model, x, y, threat=threat, steps=steps, step_size=step_size,
                                                 random_start=random_start, targeted=targeted, loss=loss,
                                                 early_stop=early_stop, generator=generator)
 
@@ -176,7 +172,7 @@ def evaluate_under_transforms(model: nn.Module, x_adv: Tensor, y: Tensor, transf
     Success is a prediction != y (== y when targeted), as in Athalye et al., arXiv:1707.07397.
         >>> rate = evaluate_under_transforms(model, x_adv, y, Transform(rotation=15), draws=10, generator=g)
     """
-    check_batch(x_adv, y, ThreatModel("linf", math.inf, transform.bounds))
+    check_batch(x_adv, y, ThreatModel(Norm.LINF, math.inf, transform.bounds))
     draws, hits = check_positive_int("draws", draws), 0
     with torch.no_grad():
         for _ in range(draws):

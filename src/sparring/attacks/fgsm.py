@@ -8,14 +8,10 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..rng import Generators, normal
 from ..threat import Norm, ThreatModel
-from ._checks import check_batch, check_labels, check_positive
-from ._loop import gradient_loop
+from ..util import rows
+from .checks import check_batch, check_labels, check_positive
+from .loop import gradient_loop
 from .registry import ATTACKS
-
-
-def _need_finite(threat: ThreatModel, name: str) -> None:
-    if not threat.bounded:
-        raise InputError(f"{name} needs a finite eps, got eps=inf")
 
 
 @ATTACKS.register("fgsm", kind="budget", norms=("linf", "l2", "l1"), needs_grad=True, targeted="optional",
@@ -28,17 +24,12 @@ def fgsm(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, targete
     With targeted=True, y holds target classes and the step lowers their loss (one-step target class).
         >>> x_adv = fgsm(model, x, y, threat=ThreatModel(Norm.LINF, 8 / 255))
     """
-    _need_finite(threat, "fgsm")
-    if threat.eps == 0:
-        check_batch(x, y, threat)
-        return x.detach().clone()
     return gradient_loop(model, x, y, threat=threat, steps=1, step_size=threat.eps,
                          targeted=targeted, loss=loss, generator=generator)
 
 
 def _value_direction(grad: Tensor) -> Tensor:
-    scale = grad.flatten(1).abs().amax(dim=1).clamp_min(1e-12)
-    return grad / scale.reshape(-1, *([1] * (grad.dim() - 1)))
+    return grad / rows(grad.flatten(1).abs().amax(dim=1).clamp_min(1e-12), grad)
 
 
 @ATTACKS.register("fgv", kind="budget", norms=("linf",), needs_grad=True, targeted="optional",
@@ -50,12 +41,8 @@ def fgv(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, targeted
     Rozsa, Rudd, Boult, "Adversarial diversity and hard positive generation", arXiv:1605.01775.
         >>> x_adv = fgv(model, x, y, threat=ThreatModel(Norm.LINF, 0.1))
     """
-    _need_finite(threat, "fgv")
     if threat.norm is not Norm.LINF:
         raise InputError(f"fgv supports norm linf, got {threat.norm.value}")
-    if threat.eps == 0:
-        check_batch(x, y, threat)
-        return x.detach().clone()
     return gradient_loop(model, x, y, threat=threat, steps=1, step_size=threat.eps, targeted=targeted,
                          loss=loss, generator=generator, direction=_value_direction)
 
@@ -70,13 +57,10 @@ def rand_fgsm(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, ra
     random_step defaults to eps / 2 and must be below eps.
         >>> x_adv = rand_fgsm(model, x, y, threat=ThreatModel(Norm.LINF, 0.3), generator=g)
     """
-    _need_finite(threat, "rand-fgsm")
     if threat.norm is not Norm.LINF:
         raise InputError(f"rand-fgsm supports norm linf, got {threat.norm.value}")
     check_batch(x, y, threat)
     rand = threat.eps / 2 if random_step is None else check_positive("random_step", random_step, allow_zero=True)
-    if threat.eps == 0:
-        return x.detach().clone()
     if rand >= threat.eps:
         raise InputError(f"random_step must be < eps ({threat.eps}), got {rand}")
     start = threat.clamp(x.detach() + rand * normal(generator, x).sign())
@@ -93,14 +77,11 @@ def step_ll(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, gene
     y (the true labels) is only validated; the target is argmin of the clean logits.
         >>> x_adv = step_ll(model, x, y, threat=ThreatModel(Norm.LINF, 8 / 255))
     """
-    _need_finite(threat, "step-ll")
     check_batch(x, y, threat)
     with torch.no_grad():
         logits = model(x)
     check_labels(y, logits.shape[1])
     target = logits.argmin(dim=1)
-    if threat.eps == 0:
-        return x.detach().clone()
     return gradient_loop(model, x, target, threat=threat, steps=1, step_size=threat.eps, targeted=True,
                          loss="ce", generator=generator)
 

@@ -8,8 +8,8 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..rng import Generators
 from ..threat import Norm, ThreatModel
-from ._checks import check_labels, check_positive
-from ._minimal import Best, fooled, prepare
+from .checks import check_labels, check_positive
+from .minimal import Best, fooled, prepare
 from .registry import ATTACKS
 
 _PAIR_BUDGET = 2**23  # pair scores held at once (elements), whatever the batch size

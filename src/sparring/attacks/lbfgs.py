@@ -9,13 +9,14 @@ from torch import Tensor, nn
 
 from ..rng import Generators
 from ..threat import Norm, ThreatModel
-from ._checks import check_labels, check_positive, check_positive_int
-from ._minimal import Best, ConstSearch, fooled, prepare
+from .checks import check_labels, check_positive, check_positive_int
+from .minimal import Best, ConstSearch, fooled, prepare
 from .registry import ATTACKS
 
 
 @ATTACKS.register("lbfgs", kind="minimal", norms=("l2",), needs_grad=True, targeted="optional",
-                  paper="Szegedy et al. 2014, arXiv:1312.6199", test_params={"steps": 20, "search_steps": 3, "initial_const": 10.0})
+                  paper="Szegedy et al. 2014, arXiv:1312.6199", batch_dependent=True,
+                  test_params={"steps": 20, "search_steps": 3, "initial_const": 10.0})
 def lbfgs(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel | None = None, steps: int = 100,
           search_steps: int = 10, initial_const: float = 1e-2, targeted: bool = False,
           generator: Generators = None) -> Tensor:

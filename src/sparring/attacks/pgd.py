@@ -7,20 +7,14 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..rng import Generators
 from ..threat import Norm, ThreatModel
-from ._checks import check_batch, check_positive
-from ._loop import gradient_loop
+from .checks import check_positive
+from .loop import gradient_loop
 from .registry import ATTACKS
 
 
-def _iterative(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, steps: int,
-               step_size: float | None, name: str, **kwargs: object) -> Tensor:
-    if not threat.bounded:
-        raise InputError(f"{name} needs a finite eps, got eps=inf")
-    if threat.eps == 0:
-        check_batch(x, y, threat)
-        return x.detach().clone()
-    size = 2.5 * threat.eps / max(int(steps), 1) if step_size is None else step_size
-    return gradient_loop(model, x, y, threat=threat, steps=steps, step_size=size, **kwargs)  # type: ignore[arg-type]
+def _default_size(threat: ThreatModel, steps: int, step_size: float | None) -> float:
+    """An absolute step: the one given, else 2.5 * eps / steps (Madry et al.'s choice)."""
+    return 2.5 * threat.eps / max(int(steps), 1) if step_size is None else step_size
 
 
 @ATTACKS.register("pgd", kind="budget", norms=("linf", "l2", "l1"), needs_grad=True, targeted="optional",
@@ -38,9 +32,9 @@ def pgd(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: i
     fooled); early_stop=False runs every step on every sample (e.g. for adversarial training).
         >>> x_adv = pgd(model, x, y, threat=ThreatModel(Norm.LINF, 8 / 255), steps=20, generator=g)
     """
-    return _iterative(model, x, y, threat, steps, step_size, "pgd", random_start=random_start,
-                      restarts=restarts, targeted=targeted, loss=loss, early_stop=early_stop,
-                      generator=generator)
+    return gradient_loop(model, x, y, threat=threat, steps=steps, step_size=_default_size(threat, steps, step_size),
+                         random_start=random_start, restarts=restarts, targeted=targeted, loss=loss,
+                         early_stop=early_stop, generator=generator)
 
 
 @ATTACKS.register("bim", kind="budget", norms=("linf", "l2", "l1"), needs_grad=True, targeted="optional",
@@ -53,8 +47,8 @@ def bim(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: i
     Kurakin, Goodfellow, Bengio, "Adversarial examples in the physical world", arXiv:1607.02533.
         >>> x_adv = bim(model, x, y, threat=ThreatModel(Norm.LINF, 0.1), steps=10)
     """
-    return _iterative(model, x, y, threat, steps, step_size, "bim", random_start=False,
-                      targeted=targeted, loss=loss, early_stop=early_stop, generator=generator)
+    return gradient_loop(model, x, y, threat=threat, steps=steps, step_size=_default_size(threat, steps, step_size),
+                         targeted=targeted, loss=loss, early_stop=early_stop, generator=generator)
 
 
 @ATTACKS.register("iterative-l2", kind="minimal", norms=("l2",), needs_grad=True, targeted="optional",

@@ -1,15 +1,78 @@
-"""ATTACKS: every attack a config or the CLI can name, with its metadata.
+"""ATTACKS: every attack a config or the CLI can name, with its metadata and one shared guard.
 
 Metadata keys: kind ("budget" stays within eps; "minimal" finds the smallest perturbation and
 one run gives the whole curve; "blackbox"; "transfer"), norms (tuple of norm names),
-needs_grad, targeted ("optional", "never" or "required"), paper, and test_params (small
-hyperparameters that make the attack fast enough for the shared invariant suite in tests/).
+needs_grad, targeted ("optional", "never" or "required"), paper, test_params (small
+hyperparameters that make the attack fast enough for the shared invariant suite in tests/), and:
+
+- finite_eps (default: kind == "budget"): the attack needs a bounded ball. The registry's guard, not the
+  attack, then refuses eps = inf in one line and answers eps = 0 with a copy of the checked input.
+- batch_dependent (default False): the result for a sample depends on the other samples of the call (a
+  universal perturbation, a substitute trained on the batch, one L-BFGS-B over the batch); the runner
+  then attacks all samples in one call, so the result depends neither on batch size nor on processes.
+- renamed: {old parameter: new one} kept as deprecated aliases (a DeprecationWarning, the value passed on).
+- model_params: parameters that take models (transfer's surrogate); the experiment layer resolves names
+  and paths to modules before the call, so attacks never load models.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from collections.abc import Callable
+from typing import Any
 
+import torch
+from torch import Tensor, nn
+
+from ..errors import InputError
 from ..registry import Registry
+from ..threat import ThreatModel
+from .checks import check_batch, check_labels
 
-ATTACKS: Registry[Callable[..., object]] = Registry("attack")
+__all__ = ["ATTACKS", "Attack", "translate"]
+
+Attack = Callable[..., Tensor]
+
+
+Renamed = dict[str, "str | tuple[str, Callable[[Any], Any]]"]
+
+
+def translate(name: str, params: dict[str, Any], renamed: Renamed) -> dict[str, Any]:
+    """``params`` with deprecated names replaced by the new ones (a new name may come with a function of the
+    old value, when the meaning shifted: DeepFool's candidates counted the label, target_classes does not)."""
+    for old, new in renamed.items():
+        if old in params:
+            key, convert = (new, None) if isinstance(new, str) else new
+            if key in params:
+                raise InputError(f"{name}: expected {key} (the new name of {old}), got both")
+            warnings.warn(f"{name}: parameter {old!r} is deprecated; use {key!r}", DeprecationWarning, stacklevel=3)
+            value = params.pop(old)
+            params[key] = value if convert is None else convert(value)
+    return params
+
+
+def _guard(name: str, fn: Attack, meta: dict[str, Any]) -> Attack:
+    """The attack behind the checks every attack shares: deprecated names, then, for a finite-eps attack,
+    eps = inf refused and eps = 0 answered with a copy of the (checked) input."""
+    finite = bool(meta.get("finite_eps", meta.get("kind") == "budget"))
+    renamed = dict(meta.get("renamed", {}))
+
+    @functools.wraps(fn)
+    def attack(model: nn.Module, x: Tensor, y: Tensor, **params: Any) -> Tensor:
+        params = translate(name, params, renamed)
+        threat = params.get("threat")
+        if finite and isinstance(threat, ThreatModel):
+            if not threat.bounded:
+                raise InputError(f"{name} needs a finite eps, got eps=inf")
+            if threat.eps == 0:
+                check_batch(x, y, threat)
+                with torch.no_grad():
+                    check_labels(y, model(x.detach()[:1]).shape[1])
+                return x.detach().clone()
+        return fn(model, x, y, **params)
+
+    return attack
+
+
+ATTACKS: Registry[Attack] = Registry("attack", group="sparring.attacks", wrap=_guard)

@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..rng import Generators, subset, uniform
 from ..threat import Norm, ThreatModel
-from ._checks import check_batch, check_labels, check_positive, check_positive_int
-from ._losses import get_loss, is_adversarial
+from .checks import check_batch, check_labels, check_positive, check_positive_int
+from .losses import get_loss, is_adversarial
 from .registry import ATTACKS
 
 HALVINGS = (10, 50, 200, 500, 1000, 2000, 4000, 6000, 8000)
@@ -153,7 +153,8 @@ def square_batch(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel,
 
 
 @ATTACKS.register("square", kind="blackbox", norms=("linf", "l2"), needs_grad=False, targeted="optional",
-                  paper="Andriushchenko et al. 2020, arXiv:1912.00049", test_params={"queries": 50})
+                  paper="Andriushchenko et al. 2020, arXiv:1912.00049", test_params={"queries": 50},
+                  finite_eps=True)
 def square(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, queries: int = 5000,
            p_init: float = 0.8, targeted: bool = False, generator: Generators = None) -> Tensor:
     """Square Attack: random search with square updates at the boundary of the Linf / L2 ball.
@@ -170,17 +171,11 @@ def square(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, queri
         raise InputError(f"square expects images of shape (B, C, H, W), got {tuple(x.shape)}")
     if threat.norm not in (Norm.LINF, Norm.L2):
         raise InputError(f"square supports norms linf and l2, got {threat.norm.value}")
-    if not threat.bounded:
-        raise InputError("square needs a finite eps, got eps=inf")
     check_positive_int("queries", queries)
     p_init = check_positive("p_init", p_init)
     if p_init > 1:
         raise InputError(f"p_init must be in (0, 1], got {p_init}")
     x, y = x.detach(), y.to(device=x.device, dtype=torch.int64)
-    if threat.eps == 0:
-        with torch.no_grad():
-            check_labels(y, model(x).shape[1])
-        return x.clone()
     return square_batch(model, x, y, threat=threat, queries=queries, p_init=p_init, targeted=targeted,
                         generator=generator)[0]
 

@@ -14,11 +14,11 @@ import torch
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..rng import Generators, SampleGenerators, subset
+from ..rng import Generators, SampleGenerators, derive, subset
 from ..threat import Norm, ThreatModel
-from ._checks import check_batch, check_labels, check_positive_int
-from ._losses import ce, is_adversarial
 from .apgd import apgd_batch, apgd_targeted_batch
+from .checks import check_batch, check_labels, check_positive_int
+from .losses import ce, is_adversarial
 from .registry import ATTACKS
 from .square import square_batch
 
@@ -29,11 +29,11 @@ Component = Callable[[Tensor, Tensor, Tensor, Generators], tuple[Tensor, Tensor]
 def fork(generator: Generators, component: int) -> Generators:
     """The generator of component k (0: APGD-CE, 1: APGD-T, 2: minimal, 3: Square).
 
-    Per-sample streams get a fresh seed per component, so a component draws exactly what it would
-    draw alone with fork(generator, k); a single torch.Generator is shared.
+    Per-sample streams get a fresh seed per component, derive(seed, "strong", k), so a component draws
+    exactly what it would draw alone with fork(generator, k); a single torch.Generator is shared.
     """
     if isinstance(generator, SampleGenerators) and component:
-        return SampleGenerators(generator.seed + 104729 * component, generator.indices)
+        return SampleGenerators(derive(generator.seed, "strong", component), generator.indices)
     return generator
 
 
@@ -59,8 +59,6 @@ def strong(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps
         >>> x_adv = strong(model, x, y, threat=ThreatModel(Norm.LINF, 8 / 255), generator=g)
     """
     check_batch(x, y, threat)
-    if not threat.bounded:
-        raise InputError("strong needs a finite eps, got eps=inf")
     if threat.norm not in MINIMAL:
         raise InputError(f"strong supports norms linf and l2, got {threat.norm.value}")
     for name, value in (("steps", steps), ("restarts", restarts), ("target_classes", target_classes),
@@ -75,8 +73,6 @@ def strong(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps
         logits = torch.cat([model(x[i:i + chunk]) for i in range(0, x.shape[0], chunk)])
     check_labels(y, logits.shape[1])
     out, hit = x.clone(), logits.argmax(dim=1) != y
-    if threat.eps == 0:
-        return out
 
     def run(component: int, attack: Component) -> None:
         todo = (~hit).nonzero().flatten()

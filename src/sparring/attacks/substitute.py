@@ -14,11 +14,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..config import TrainSettings
 from ..errors import InputError
+from ..models import build_model
 from ..oracle import LabelOracle
 from ..rng import Generators, uniform
 from ..threat import ThreatModel
-from ._checks import check_batch, check_labels, check_positive_int
+from ..training import evaluate_accuracy, train
+from .checks import check_batch, check_labels, check_positive_int
 from .registry import ATTACKS
 from .transfer import craft_on
 
@@ -45,8 +48,6 @@ def build_substitute(arch: str, shape: tuple[int, ...], num_classes: int) -> nn.
                              nn.Conv2d(32, 64, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2, ceil_mode=True),
                              nn.Flatten(), nn.Linear(64 * ((h + 3) // 4) * ((w + 3) // 4), 200), nn.ReLU(),
                              nn.Linear(200, num_classes))
-    from ..models import build_model
-
     return build_model(arch, num_classes=num_classes, in_channels=c)
 
 
@@ -65,16 +66,21 @@ def seed_from(generator: Generators, like: Tensor) -> int:
     return int(float(uniform(generator, like.new_empty(like.shape[0], 1)).flatten()[0]) * (2**31 - 1))
 
 
+#: How each round trains the substitute (Papernot et al.: Adam, warm start from the last round).
+SUBSTITUTE_TRAINING = TrainSettings(epochs=10, batch_size=32, optimizer="adam", lr=1e-3, weight_decay=0.0,
+                                    schedule="none")
+
+
 def train_substitute(oracle: LabelOracle, seed_x: Tensor, *, arch: str = "cnn", rounds: int = 7,
                      augment_step: float = 0.2, sign_flip_every: int = 3, reservoir: int | None = None,
-                     epochs: int = 10, batch_size: int = 32, lr: float = 1e-3, weight_decay: float = 0.0,
-                     augment: str = "none", query_budget: int | None = None,
+                     settings: TrainSettings = SUBSTITUTE_TRAINING, query_budget: int | None = None,
                      bounds: tuple[float, float] = (0.0, 1.0), x_eval: Tensor | None = None,
                      y_eval: Tensor | None = None, seed: int = 0) -> tuple[nn.Module, dict[str, Any]]:
     """Train a substitute on oracle labels with Jacobian-based dataset augmentation.
 
     Papernot et al., "Practical black-box attacks against machine learning", arXiv:1602.02697.
-    Round r trains (Adam, `epochs`, warm start) on the set so far, then adds one point per chosen
+    Round r trains (``settings``, by default SUBSTITUTE_TRAINING; warm start) on the set so far, then adds
+    one point per chosen
     point x: x + augment_step * (-1)^floor(r / sign_flip_every) * sign(grad of the substitute's
     logit of x's oracle label), labelled by the oracle (a negative augment_step starts by
     stepping toward the decision boundaries, as the reference code does). All points are chosen (the set doubles)
@@ -84,16 +90,16 @@ def train_substitute(oracle: LabelOracle, seed_x: Tensor, *, arch: str = "cnn", 
         >>> sub, info = train_substitute(LabelOracle(target), x_test[:150], query_budget=6400)
         >>> x_adv = fgsm(sub, x, y, threat=ThreatModel(Norm.LINF, 0.3))
     """
-    from ..train import evaluate_accuracy, train
-
-    rounds, epochs = check_positive_int("rounds", rounds), check_positive_int("epochs", epochs)
+    rounds = check_positive_int("rounds", rounds)
     sign_flip_every = check_positive_int("sign_flip_every", sign_flip_every)
-    if isinstance(augment_step, bool) or not isinstance(augment_step, int | float) or not 0 < abs(augment_step) < math.inf:
+    if isinstance(augment_step, bool) or not isinstance(augment_step, int | float) \
+            or not 0 < abs(augment_step) < math.inf:
         raise InputError(f"augment_step must be a finite nonzero number, got {augment_step!r}")
     if reservoir is not None:
         check_positive_int("reservoir", reservoir)
     if not isinstance(seed_x, Tensor) or seed_x.dim() != 4 or len(seed_x) < 2:
-        raise InputError(f"expected a seed set of at least 2 images (N, C, H, W), got {getattr(seed_x, 'shape', seed_x)}")
+        got = getattr(seed_x, "shape", seed_x)
+        raise InputError(f"expected a seed set of at least 2 images (N, C, H, W), got {got}")
     budgets = [b for b in (query_budget, oracle.remaining) if b is not None]
     budget = min(budgets) if budgets else None
     if budget is not None and budget < len(seed_x):
@@ -109,8 +115,7 @@ def train_substitute(oracle: LabelOracle, seed_x: Tensor, *, arch: str = "cnn", 
     sizes: list[int] = []
     accuracy: list[float] = []
     for r in range(rounds):
-        train(net, (data_x - lo) / (hi - lo), data_y, epochs=epochs, batch_size=batch_size, optimizer="adam", lr=lr,
-              schedule="none", weight_decay=weight_decay, augment=augment, seed=seed + r, device=seed_x.device, progress=False)
+        train(net, (data_x - lo) / (hi - lo), data_y, settings, seed=seed + r, device=seed_x.device)
         sizes.append(len(data_x))
         if x_eval is not None and y_eval is not None:
             accuracy.append(evaluate_accuracy(sub, x_eval, y_eval, device=seed_x.device))
@@ -128,7 +133,8 @@ def train_substitute(oracle: LabelOracle, seed_x: Tensor, *, arch: str = "cnn", 
 
 @ATTACKS.register("substitute", kind="blackbox", norms=("linf", "l2", "l1"), needs_grad=False, targeted="optional",
                   paper="Papernot et al. 2017, arXiv:1602.02697",
-                  test_params={"seed_size": 8, "queries": 40, "rounds": 2, "epochs": 2, "arch": "mlp"})
+                  test_params={"seed_size": 8, "queries": 40, "rounds": 2, "epochs": 2, "arch": "mlp"},
+                  batch_dependent=True)
 def substitute(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, seed_size: int = 150,
                queries: int = 6400, rounds: int = 7, augment_step: float = 0.2, sign_flip_every: int = 3,
                reservoir: int | None = None, epochs: int = 10, arch: str = "cnn", craft: str = "fgsm",
@@ -153,7 +159,8 @@ def substitute(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, s
     seed_size = check_positive_int("seed_size", seed_size, minimum=2)
     oracle = LabelOracle(model, budget=check_positive_int("queries", queries))
     net, _ = train_substitute(oracle, x[:seed_size], arch=arch, rounds=rounds, augment_step=augment_step,
-                              sign_flip_every=sign_flip_every, reservoir=reservoir, epochs=epochs,
+                              sign_flip_every=sign_flip_every, reservoir=reservoir,
+                              settings=SUBSTITUTE_TRAINING.replace(epochs=check_positive_int("epochs", epochs)),
                               bounds=threat.bounds, seed=seed_from(generator, x))
     check_labels(y, int(oracle.num_classes or 0))
     if craft_params is None and craft == "fgsm":

@@ -16,10 +16,10 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..rng import Generators
 from ..threat import ThreatModel
-from ._checks import check_batch
+from .checks import check_batch
 from .registry import ATTACKS
 
-Surrogate = nn.Module | Sequence[nn.Module] | str
+Surrogate = nn.Module | Sequence[nn.Module] | str  # a str only as "self"
 
 
 class Ensemble(nn.Module):
@@ -60,29 +60,30 @@ def craft_on(surrogate: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel,
     return threat.project(x_adv.detach(), x.detach()) if threat.bounded else threat.clamp(x_adv.detach())
 
 
-def resolve_surrogate(surrogate: Surrogate | None, model: nn.Module, like: Tensor) -> nn.Module:
-    """A module for a module, an Ensemble for a list, the target for "self", else a model spec."""
+def resolve_surrogate(surrogate: Surrogate | None, model: nn.Module) -> nn.Module:
+    """A module for a module, an Ensemble for a list of them, the target itself for "self".
+
+    Names and paths of models are resolved above the attacks (sparring.experiment.resolve_model, which the
+    CLI and configs use for the attack's model parameters): attacks never load models.
+    """
     if isinstance(surrogate, nn.Module):
         return surrogate
-    if isinstance(surrogate, str):
-        if surrogate == "self":
-            return model
-        from ..experiment import resolve_model
-
-        net, info = resolve_model(surrogate)
-        if info.get("weights") is None:
-            raise InputError(f"surrogate {surrogate!r} is an untrained architecture: expected a pretrained "
-                             "alias or a saved model path")
-        return net.to(like.device).eval()
-    if isinstance(surrogate, Sequence) and surrogate and all(isinstance(m, nn.Module) for m in surrogate):
+    if surrogate == "self":
+        return model
+    if isinstance(surrogate, Sequence) and not isinstance(surrogate, str) and surrogate \
+            and all(isinstance(m, nn.Module) for m in surrogate):
         return surrogate[0] if len(surrogate) == 1 else Ensemble(list(surrogate))
-    raise InputError("expected surrogate= a module, a non-empty list of modules, a model spec or 'self', "
+    if isinstance(surrogate, str):
+        raise InputError(f"expected surrogate= a module, a list of modules or 'self', got the name {surrogate!r}: "
+                         "resolve it with sparring.experiment.resolve_model (the CLI and configs do)")
+    raise InputError("expected surrogate= a module, a non-empty list of modules or 'self', "
                      f"got {type(surrogate).__name__}")
 
 
 @ATTACKS.register("transfer", kind="transfer", norms=("linf", "l2", "l1"), needs_grad=False, targeted="optional",
                   paper="Papernot et al. 2016, arXiv:1605.07277; Liu et al. 2017 (ensembles), arXiv:1611.02770",
-                  test_params={"surrogate": "self", "craft": "pgd", "craft_params": {"steps": 3}})
+                  test_params={"surrogate": "self", "craft": "pgd", "craft_params": {"steps": 3}},
+                  model_params=("surrogate",))
 def transfer(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, surrogate: Surrogate | None = None,
              craft: str = "pgd", craft_params: Mapping[str, Any] | None = None, targeted: bool = False,
              generator: Generators = None) -> Tensor:
@@ -90,9 +91,9 @@ def transfer(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, sur
 
     Papernot, McDaniel, Goodfellow, "Transferability in machine learning", arXiv:1605.07277;
     Liu et al., "Delving into transferable adversarial examples", arXiv:1611.02770 (ensembles).
-    Args: surrogate: an nn.Module, a list of modules (ensemble: mean logits), a model spec for
-    sparring.experiment.resolve_model (pretrained alias or saved model path), or "self" (the
-    target itself: the white-box upper bound); craft / craft_params: a registered white-box
+    Args: surrogate: an nn.Module, a list of modules (ensemble: mean logits), or "self" (the
+    target itself: the white-box upper bound); from the CLI or a config, a pretrained alias or a saved
+    model path, resolved to a module before the call; craft / craft_params: a registered white-box
     attack and its hyperparameters; the target `model` is never called.
         >>> x_adv = transfer(target, x, y, threat=ThreatModel(Norm.LINF, 0.3), surrogate=[m1, m2],
         ...                  craft="pgd", craft_params={"steps": 20}, generator=g)
@@ -100,7 +101,7 @@ def transfer(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, sur
     check_batch(x, y, threat)
     if surrogate is None:
         raise InputError("transfer needs surrogate=: a module, a list of modules, a model spec or 'self'")
-    net = resolve_surrogate(surrogate, model, x)
+    net = resolve_surrogate(surrogate, model)
     return craft_on(net, x, y, threat=threat, craft=craft, craft_params=craft_params, targeted=targeted,
                     generator=generator)
 

@@ -15,13 +15,13 @@ from torch import Tensor, nn
 from ..errors import InputError
 from ..rng import Generators, uniform
 from ..threat import ThreatModel
-from ._checks import check_batch, check_labels, check_positive, check_positive_int
-from ._losses import get_loss
+from .checks import check_batch, check_labels, check_positive, check_positive_int
+from .losses import get_loss
 from .registry import ATTACKS
 
 
 def universal_perturbation(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: int = 10,
-                           step_size: float | None = None, batch_size: int = 32, loss: str = "margin",
+                           step_size: float | None = None, minibatch: int = 32, loss: str = "margin",
                            cap: float | None = None, targeted: bool = False,
                            generator: Generators = None) -> Tensor:
     """Fit one perturbation delta (shape (1, C, H, W), within the eps ball) for the whole batch.
@@ -29,7 +29,7 @@ def universal_perturbation(model: nn.Module, x: Tensor, y: Tensor, *, threat: Th
     Moosavi-Dezfooli, Fawzi, Fawzi, Frossard, "Universal adversarial perturbations",
     arXiv:1610.08401; fitted by stochastic projected gradient ascent (Shafahi et al.,
     "Universal adversarial training", arXiv:1812.03705).
-    Args: steps: passes over x, in shuffled minibatches of batch_size; step_size: absolute
+    Args: steps: passes over x, in shuffled minibatches of `minibatch` samples; step_size: absolute
     step of the norm's steepest ascent (default eps / 10); loss: a name of the loss table
     ("margin" default, "ce"); cap: an optional per-sample loss ceiling (0 with "margin": fooled
     samples stop pulling on delta); targeted: y holds target classes.
@@ -39,7 +39,7 @@ def universal_perturbation(model: nn.Module, x: Tensor, y: Tensor, *, threat: Th
     check_batch(x, y, threat)
     if not threat.bounded:
         raise InputError("universal perturbations need a finite eps, got eps=inf")
-    steps, batch_size = check_positive_int("steps", steps), check_positive_int("batch_size", batch_size)
+    steps, minibatch = check_positive_int("steps", steps), check_positive_int("minibatch", minibatch)
     size = threat.eps / 10 if step_size is None else check_positive("step_size", step_size)
     ceiling = math.inf if cap is None else float(cap)
     if math.isnan(ceiling):
@@ -54,7 +54,7 @@ def universal_perturbation(model: nn.Module, x: Tensor, y: Tensor, *, threat: Th
     checked = False
     with torch.enable_grad():
         for order in keys.argsort(dim=1):
-            for rows in order.split(batch_size):
+            for rows in order.split(minibatch):
                 d = delta.detach().requires_grad_(True)
                 logits = model(threat.clamp(x[rows] + d))
                 if not checked:
@@ -68,9 +68,10 @@ def universal_perturbation(model: nn.Module, x: Tensor, y: Tensor, *, threat: Th
 
 @ATTACKS.register("universal", kind="budget", norms=("linf", "l2", "l1"), needs_grad=True, targeted="optional",
                   paper="Moosavi-Dezfooli et al. 2017, arXiv:1610.08401",
-                  test_params={"steps": 3, "batch_size": 8})
+                  test_params={"steps": 3, "minibatch": 8}, batch_dependent=True,
+                  renamed={"batch_size": "minibatch"})
 def universal(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, steps: int = 10,
-              step_size: float | None = None, batch_size: int = 32, loss: str = "margin",
+              step_size: float | None = None, minibatch: int = 32, loss: str = "margin",
               cap: float | None = None, targeted: bool = False, generator: Generators = None) -> Tensor:
     """Fit one universal perturbation on the batch it gets and return clamp(x + delta).
 
@@ -80,7 +81,7 @@ def universal(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, st
         >>> shared = x_adv - x  # the same delta on every sample, up to clipping into the box
     """
     delta = universal_perturbation(model, x, y, threat=threat, steps=steps, step_size=step_size,
-                                   batch_size=batch_size, loss=loss, cap=cap, targeted=targeted,
+                                   minibatch=minibatch, loss=loss, cap=cap, targeted=targeted,
                                    generator=generator)
     return threat.project(x.detach() + delta, x.detach())
 

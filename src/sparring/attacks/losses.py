@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-
 import torch.nn.functional as F
 from torch import Tensor
 
@@ -29,7 +28,9 @@ def ce(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
 
 
 def margin(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
-    """CW margin on logits (Carlini & Wagner 2017, arXiv:1608.04644), unclamped."""
+    """CW margin on logits (Carlini & Wagner 2017, arXiv:1608.04644), unclamped: max_{j != y} Z_j - Z_y
+    (untargeted), Z_t - max_{j != t} Z_j (targeted, labels = targets). It is > 0 exactly when the goal is
+    met (ties aside); its negative is CW's logit gap."""
     gap = _other_max(logits, labels) - _label_logit(logits, labels)
     return -gap if targeted else gap
 
@@ -74,5 +75,3 @@ def is_adversarial(logits: Tensor, labels: Tensor, targeted: bool) -> Tensor:
     """Per-sample success: prediction == target (targeted) or != label (untargeted)."""
     pred = logits.argmax(dim=1)
     return pred == labels if targeted else pred != labels
-
-

@@ -15,7 +15,8 @@ from torch import Tensor
 
 from ..errors import InputError
 from ..threat import Norm, ThreatModel, lp_norm
-from ._checks import check_batch
+from ..util import rows
+from .checks import check_batch
 
 
 def prepare(x: Tensor, y: Tensor, threat: ThreatModel | None, name: str,
@@ -27,21 +28,6 @@ def prepare(x: Tensor, y: Tensor, threat: ThreatModel | None, name: str,
         raise InputError(f"{name} supports norm {supported}, got {threat.norm.value}")
     check_batch(x, y, threat)
     return threat, x.detach(), y.to(device=x.device, dtype=torch.int64)
-
-
-def rows(mask: Tensor, like: Tensor) -> Tensor:
-    """A per-sample vector shaped to broadcast against a batch like `like`."""
-    return mask.reshape(-1, *([1] * (like.dim() - 1)))
-
-
-def gap(logits: Tensor, y: Tensor, targeted: bool) -> Tensor:
-    """Per-sample logit gap that is <= 0 exactly when the goal is met (ties aside).
-
-    Untargeted: Z_y - max_{j != y} Z_j; targeted (y = target): max_{j != y} Z_j - Z_y.
-    """
-    own = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.scatter(1, y[:, None], float("-inf")).amax(dim=1)
-    return other - own if targeted else own - other
 
 
 MARGIN = 1e-5  # relative to the largest |logit| (plus 1)

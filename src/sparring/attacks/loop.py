@@ -17,8 +17,9 @@ from torch import Tensor, nn
 
 from ..rng import Generators, subset
 from ..threat import ThreatModel
-from ._checks import check_batch, check_labels, check_positive, check_positive_int
-from ._losses import get_loss, is_adversarial
+from ..util import rows
+from .checks import check_batch, check_labels, check_positive, check_positive_int
+from .losses import get_loss, is_adversarial
 
 Direction = Callable[[Tensor], Tensor]
 
@@ -102,7 +103,7 @@ def _ascend(model: nn.Module, xs: Tensor, ys: Tensor, start: Tensor, threat: Thr
         moved = direction(grad) * step_size if direction is not None else threat.step(grad, step_size, x_live)
         new = threat.project(x_live + moved, xs if live is None else xs[live])
         if early_stop:
-            new = torch.where(_rows(fooled, new), x_live, new)
+            new = torch.where(rows(fooled, new), x_live, new)
         x_adv = new if live is None else x_adv.index_copy(0, live, new)
         if early_stop:
             live = (torch.arange(xs.shape[0], device=xs.device) if live is None else live)[~fooled]
@@ -114,18 +115,14 @@ def _ascend(model: nn.Module, xs: Tensor, ys: Tensor, start: Tensor, threat: Thr
         x_last = x_adv if live is None else x_adv[live]
         fooled = is_adversarial(model(x_last), ys if live is None else ys[live], targeted)
     _remember(kept, hit, live, x_last, fooled)
-    return torch.where(_rows(hit, kept), kept, x_adv), hit
+    return torch.where(rows(hit, kept), kept, x_adv), hit
 
 
 def _remember(kept: Tensor, hit: Tensor, live: Tensor | None, x_live: Tensor, fooled: Tensor) -> None:
     """Store the iterates that fool the model into `kept` (in place) and mark them in `hit`."""
     if live is None:
-        kept.copy_(torch.where(_rows(fooled, x_live), x_live, kept))
+        kept.copy_(torch.where(rows(fooled, x_live), x_live, kept))
         hit |= fooled
     else:
-        kept[live] = torch.where(_rows(fooled, x_live), x_live, kept[live])
+        kept[live] = torch.where(rows(fooled, x_live), x_live, kept[live])
         hit[live] |= fooled
-
-
-def _rows(mask: Tensor, like: Tensor) -> Tensor:
-    return mask.reshape(-1, *([1] * (like.dim() - 1)))
