@@ -9,34 +9,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from ..errors import InputError
-
-
-def _flag(module: nn.Module, name: str, default: bool) -> bool:
-    """A module's declared flag, or else the combination over its children (all / any)."""
-    flag = getattr(module, name, None)
-    if isinstance(flag, bool):
-        return flag
-    children = [_flag(c, name, default) for c in module.children()]
-    return all(children) if default else any(children)
-
-
-def is_differentiable(module: nn.Module) -> bool:
-    """False when the module, or a child that does not declare the flag itself, says differentiable = False.
-
-    Modules without the flag (Normalize, a network) count as differentiable.
-        >>> is_differentiable(nn.Sequential(JPEG(75), net))
-        False
-    """
-    return _flag(module, "differentiable", True)
-
-
-def is_random(module: nn.Module) -> bool:
-    """True when the module, or a child that does not declare the flag itself, says random = True.
-
-        >>> is_random(nn.Sequential(MedianBlur(3), net))
-        False
-    """
-    return _flag(module, "random", False)
+from .base import is_differentiable, is_random
 
 
 class BPDA(nn.Module):
@@ -54,9 +27,10 @@ class BPDA(nn.Module):
 
     def __init__(self, module: nn.Module) -> None:
         super().__init__()
-        if not callable(getattr(module, "surrogate", None)):
+        surrogate = getattr(module, "surrogate", None)
+        if not callable(surrogate):
             raise InputError(f"expected a module with a surrogate() method, got {type(module).__name__}")
-        self.module, self.approx = module, module.surrogate()
+        self.module, self.approx = module, surrogate()
         self.random = is_random(module)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -114,6 +88,20 @@ class Defended(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.model(self.preprocess(x))
+
+    def unwrap(self) -> nn.Module:
+        """The model behind the preprocess (sparring.defenses.build.network_and_parts walks down with it)."""
+        return self.model
+
+    def trained_parts(self) -> dict[str, Tensor]:
+        """The trained tensors of the preprocess modules that have some (the reformer's autoencoder)."""
+        modules = self.preprocess if isinstance(self.preprocess, nn.Sequential) else [self.preprocess]
+        parts: dict[str, Tensor] = {}
+        for m in modules:
+            held = getattr(m, "trained_parts", None)
+            if callable(held):
+                parts.update(held())
+        return parts
 
     def for_attack(self) -> Defended:
         """This model when the preprocess is differentiable, else one whose preprocess is bpda(preprocess)."""

@@ -9,8 +9,7 @@ attack applies to it directly; the report found it no more robust than the plain
 from __future__ import annotations
 
 import copy
-import os
-from collections.abc import Callable, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,57 +18,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..attacks import fgsm, pgd
-from ..errors import ConfigError, InputError, UnknownNameError
-from ..rng import SampleGenerators
+from ..config import TrainSettings
+from ..errors import ConfigError, DataError, InputError
+from ..rng import SampleGenerators, epoch_key
 from ..threat import ThreatModel
-from ..train import _check_data, _dtype, _positive, train
-from .adversarial_training import _frozen
-from .bpda import is_differentiable, is_random
-from .registry import DEFENSES
+from ..training import Objective, check_data, train
+from ..util import attack_view, check_number, frozen, model_device
+from .base import Context, DefenseSpec, Param, Trained, is_differentiable, is_random, register
+from .latent import PENULTIMATE, latent_features, latent_forward, latent_hook, latent_layer
 
-__all__ = ["PENULTIMATE", "LatentNN", "contrastive_loss", "contrastive_training", "latent_features", "latent_view",
-           "plot_latent", "triplet_loss"]
+__all__ = ["CONTRASTIVE_TRAINING", "Contrastive", "LatentNN", "contrastive_loss", "contrastive_training",
+           "triplet_loss"]
 
 _PAPER = "Hadsell et al. 2006; student report (seeds/001)"
-_GOLDEN, _M1 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9
-
-
-#: layer name meaning "the input of the model's last nn.Linear": the penultimate features of any classifier.
-PENULTIMATE = "penultimate"
-
-
-def _layer(model: nn.Module, layer: Any) -> tuple[nn.Module, bool]:
-    """(module to hook, whether its input rather than its output is the latent vector)."""
-    if layer == PENULTIMATE:
-        linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
-        if not linears:
-            raise InputError("layer 'penultimate' is the input of the model's last nn.Linear, but the model has none; "
-                             "name a layer instead")
-        return linears[-1], True
-    names = [n for n, _ in model.named_modules() if n]
-    if not isinstance(layer, str) or layer not in names:
-        raise UnknownNameError(f"expected layer to be 'penultimate' or name a module of the model "
-                               f"({', '.join(names)}), got {layer!r}")
-    return model.get_submodule(layer), False
-
-
-def _forward(model: nn.Module, hook: tuple[nn.Module, bool], x: Tensor) -> tuple[Tensor, Tensor]:
-    """(logits, flattened latent vector) from one forward pass; the last call wins if it runs twice.
-    Cloned in the hook, so a following in-place op (ReLU(inplace=True)) cannot alter it."""
-    seen: list[Any] = []
-    module, on_input = hook
-    if on_input:
-        handle = module.register_forward_pre_hook(lambda m, i: seen.append(i[0].clone() if i and isinstance(i[0], Tensor) else i))
-    else:
-        handle = module.register_forward_hook(lambda m, i, o: seen.append(o.clone() if isinstance(o, Tensor) else o))
-    try:
-        logits = model(x)
-    finally:
-        handle.remove()
-    if not seen or not isinstance(seen[-1], Tensor):
-        got = type(seen[-1]).__name__ if seen else "no call"
-        raise InputError(f"expected the layer to output a tensor in the model's forward pass, got {got}")
-    return logits, seen[-1].flatten(1)
 
 
 def _distances(a: Tensor, b: Tensor) -> Tensor:  # exact mode: no matmul rounding near 0, a zero gradient at 0
@@ -84,7 +45,7 @@ def contrastive_loss(z: Tensor, y: Tensor, *, margin: float = 2.0, pairs: str = 
         >>> z = torch.randn(8, 4, requires_grad=True)
         >>> contrastive_loss(z, torch.arange(8) % 3, margin=2.0).backward()
     """
-    margin = _positive(margin, "margin", float)
+    margin = _margin(margin)
     if pairs not in ("batch", "random"):
         raise InputError(f"expected pairs to be 'batch' or 'random', got {pairs!r}")
     if len(z) < 2:
@@ -105,7 +66,7 @@ def triplet_loss(z: Tensor, y: Tensor, *, margin: float = 2.0, positive: Tensor 
     negatives: every different-class row. No valid triplet: 0.
         >>> triplet_loss(z_clean, y, margin=2.0, positive=z_attacked).backward()
     """
-    margin = _positive(margin, "margin", float)
+    margin = _margin(margin)
     d, diff = _distances(z, z), y[:, None] != y[None, :]
     if positive is not None:
         hinge, valid = ((z - positive).norm(dim=1)[:, None] - d + margin).clamp_min(0), diff  # [a, n]
@@ -116,79 +77,79 @@ def triplet_loss(z: Tensor, y: Tensor, *, margin: float = 2.0, positive: Tensor 
     return hinge[valid].mean() if bool(valid.any()) else z.sum() * 0
 
 
-@DEFENSES.register("contrastive", kind="training", differentiable=True, random=False, paper=_PAPER,
-                   params={"margin": 2.0}, description="CE + contrastive/triplet loss in a latent layer; LatentNN")
+def _margin(value: Any) -> float:
+    return float(check_number(value, "margin", low=0, low_open=True))
+
+
+class Contrastive(Objective):
+    """Cross-entropy + weight * contrastive (or triplet) loss on a layer's output: contrastive training's
+    objective; each epoch's record gets the mean latent loss ("latent_loss")."""
+
+    def __init__(self, module: tuple[nn.Module, bool], *, margin: float, weight: float, pairs: str, triplet: bool,
+                 attack: str | None, threat: ThreatModel | None, attack_steps: int, seed: int) -> None:
+        self.module, self.margin, self.weight, self.pairs, self.triplet = module, margin, weight, pairs, triplet
+        self.attack, self.threat, self.attack_steps, self.seed = attack, threat, attack_steps, seed
+        self.totals = [0.0, 0]  # latent loss sum, samples of the epoch
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor | None]:
+        (logits, z), positive = latent_forward(model, self.module, x), None
+        if self.attack is not None and self.threat is not None:  # crafted in eval mode with frozen parameters
+            gens = SampleGenerators(epoch_key(self.seed, epoch), index.tolist())
+            with frozen(model):
+                x_adv = fgsm(model, x, y, threat=self.threat) if self.attack == "fgsm" else pgd(
+                    model, x, y, threat=self.threat, steps=self.attack_steps, early_stop=False, generator=gens)
+            positive = latent_forward(model, self.module, x_adv.detach())[1]
+        latent = (triplet_loss(z, y, margin=self.margin, positive=positive) if self.triplet
+                  else contrastive_loss(z, y, margin=self.margin, pairs=self.pairs))
+        self.totals[0], self.totals[1] = self.totals[0] + float(latent.detach()) * len(y), self.totals[1] + len(y)
+        return F.cross_entropy(logits, y) + self.weight * latent, logits
+
+    def epoch_end(self, epoch: int, record: dict[str, Any]) -> bool:
+        record["latent_loss"], self.totals = self.totals[0] / max(self.totals[1], 1), [0.0, 0]
+        return False
+
+
+#: contrastive_training's settings when none are given: Adam 1e-3, 10 epochs of batch 128, cosine.
+CONTRASTIVE_TRAINING = TrainSettings(epochs=10, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0)
+
+
 def contrastive_training(
-    model: nn.Module, x_train: Tensor, y_train: Tensor, *, layer: str = PENULTIMATE, margin: float = 2.0, weight: float = 1.0,
-    pairs: str = "batch", triplet: bool = False, attack: str | None = None, threat: ThreatModel | None = None,
-    attack_steps: int = 10, epochs: int = 10, batch_size: int = 128, optimizer: str = "adam", lr: float = 1e-3,
-    momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "cosine", seed: int = 0,
-    device: str | torch.device = "cpu", progress: bool = False, log: Callable[[str], Any] | None = None,
-    checkpoint: str | Path | None = None, resume: bool = False,
+    model: nn.Module, x_train: Tensor, y_train: Tensor, *, layer: str = PENULTIMATE, margin: float = 2.0,
+    weight: float = 1.0, pairs: str = "batch", triplet: bool = False, attack: str | None = None,
+    threat: ThreatModel | None = None, attack_steps: int = 10, settings: TrainSettings | None = None, seed: int = 0,
+    device: str | torch.device = "cpu", checkpoint: str | Path | None = None, resume: bool = False,
+    progress: bool = False,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train with cross-entropy + weight * contrastive (or triplet) loss on ``layer``'s output, in place.
 
     Hadsell et al. 2006 and the student report (seeds/001, alpha = 2); triplet: Schroff et al. 2015,
-    arXiv:1503.03832, with attacked positives as the report proposes. Runs train()'s batch_loss hook.
+    arXiv:1503.03832, with attacked positives as the report proposes. Runs train() with the Contrastive
+    objective.
     Args: model, x_train, y_train: classifier, float images in [0, 1], int labels. layer: dotted name
         in model.named_modules() whose output is the latent vector, or "penultimate" (default:
         the input of the last nn.Linear). margin > 0 (alpha); weight >= 0 of
         the latent loss; pairs "batch"/"random". triplet: triplet loss instead; attack: None (same-class
         positives), "fgsm" or "pgd" (positive = the anchor attacked under ``threat``, ``attack_steps``).
-        epochs ... log, checkpoint, resume: as in ``sparring.train.train`` (Adam, no weight decay by default).
+        settings (default CONTRASTIVE_TRAINING), seed, device, checkpoint, resume, progress: as in
+        ``sparring.training.train``.
     Returns: (the model, in eval mode; train()'s history, each record with "latent_loss").
-        >>> model, history = contrastive_training(tiny, x, y, layer="5", margin=2.0, epochs=5)
+        >>> model, history = contrastive_training(tiny, x, y, layer="5", margin=2.0, settings=TrainSettings(epochs=5))
         >>> defended = LatentNN(model, "5", x, y, per_class=5)
     """
-    module = _layer(model, layer)
-    margin, weight = _positive(margin, "margin", float), _positive(weight, "weight", float, zero_ok=True)
+    module = latent_hook(model, layer)
+    margin, weight = _margin(margin), float(check_number(weight, "weight", low=0))
     contrastive_loss(torch.zeros(2, 1), torch.zeros(2), pairs=pairs)  # validates pairs
     if attack not in (None, "fgsm", "pgd"):
         raise InputError(f"expected attack to be None, 'fgsm' or 'pgd', got {attack!r}")
     if attack is not None and (not triplet or not isinstance(threat, ThreatModel)):
         raise ConfigError(f"expected triplet=True and a ThreatModel with attack={attack!r}, "
                           f"got triplet={triplet!r}, threat={type(threat).__name__}")
-    attack_steps, totals = _positive(attack_steps, "attack_steps"), [0.0, 0]  # latent loss sum, samples
-
-    def batch_loss(net: nn.Module, x: Tensor, y: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-        (logits, z), positive = _forward(net, module, x), None
-        if attack is not None:  # crafted in eval mode with frozen parameters, as in adversarial training
-            gens = SampleGenerators((seed * _GOLDEN + epoch * _M1) % (2**63 - 1), index.tolist())
-            with _frozen(net):
-                x_adv = fgsm(net, x, y, threat=threat) if attack == "fgsm" else pgd(  # type: ignore[arg-type]
-                    net, x, y, threat=threat, steps=attack_steps, early_stop=False, generator=gens)  # type: ignore
-            positive = _forward(net, module, x_adv.detach())[1]
-        latent = (triplet_loss(z, y, margin=margin, positive=positive) if triplet
-                  else contrastive_loss(z, y, margin=margin, pairs=pairs))  # fmt: skip
-        totals[0], totals[1] = totals[0] + latent.detach() * len(y), totals[1] + len(y)
-        return F.cross_entropy(logits, y) + weight * latent, logits
-
-    def epoch_end(epoch: int, record: dict[str, Any]) -> bool:
-        record["latent_loss"], totals[:] = float(totals[0]) / max(totals[1], 1), [0.0, 0]
-        return False
-
-    return model, train(model, x_train, y_train, epochs=epochs, batch_size=batch_size, optimizer=optimizer,
-                        lr=lr, momentum=momentum, weight_decay=weight_decay, schedule=schedule, seed=seed,
-                        device=device, progress=progress, log=log, batch_loss=batch_loss, epoch_end=epoch_end,
-                        checkpoint=checkpoint, resume=resume)
-
-
-def latent_features(model: nn.Module, layer: str, x: Tensor, *, batch_size: int = 512) -> Tensor:
-    """Flattened outputs (N, D) of ``layer`` (the latent space of Hadsell et al. 2006 / seeds/001) in eval
-    mode without gradients, on the CPU; the model's mode is restored.
-        >>> z = latent_features(model, "5", x_test)
-        >>> z.shape  # (N, 32) for tiny_cnn
-    """
-    module, batch_size, was = _layer(model, layer), _positive(batch_size, "batch_size"), model.training
-    dev = next(model.parameters(), torch.zeros(())).device
-    model.eval()
-    try:
-        with torch.inference_mode():
-            parts = [_forward(model, module, x[i : i + batch_size].to(dev, _dtype(model)))[1].cpu()
-                     for i in range(0, len(x), batch_size)]  # fmt: skip
-    finally:
-        model.train(was)
-    return torch.cat(parts)
+    objective = Contrastive(module, margin=margin, weight=weight, pairs=pairs, triplet=triplet, attack=attack,
+                            threat=threat, attack_steps=check_number(attack_steps, "attack_steps", integer=True, low=1),
+                            seed=seed)
+    settings = CONTRASTIVE_TRAINING if settings is None else settings
+    return model, train(model, x_train, y_train, settings, objective=objective, seed=seed, device=device,
+                        checkpoint=checkpoint, resume=resume, progress=progress)
 
 
 class LatentNN(nn.Module):
@@ -213,23 +174,26 @@ class LatentNN(nn.Module):
 
     def for_attack(self) -> LatentNN:
         """This classifier over the attack version of its model (BPDA filters in front), same references."""
-        inner = self.model.for_attack() if hasattr(self.model, "for_attack") else self.model
+        inner = attack_view(self.model)
         if inner is self.model:
             return self
         clone = copy.copy(self)
         clone._modules = {**self._modules, "model": inner}
         return clone
 
+    ref_images: Tensor
+    references: Tensor
+
     def __init__(self, model: nn.Module, layer: str, x_ref: Tensor, y_ref: Tensor, *, per_class: int = 5,
                  seed: int = 0) -> None:
         super().__init__()
-        x_ref, y_ref = _check_data(x_ref, y_ref, "reference")
-        _layer(model, layer)  # validates the name
+        x_ref, y_ref = check_data(x_ref, y_ref, "reference")
+        latent_hook(model, layer)  # validates the name
         counts = torch.bincount(y_ref)
         if isinstance(per_class, bool) or not isinstance(per_class, int) or not 1 <= per_class <= int(counts.min()):
             raise InputError(f"expected per_class between 1 and the smallest class count of the reference set "
                              f"({int(counts.min())}, class {int(counts.argmin())}), got {per_class!r}")
-        gen = torch.Generator().manual_seed(_positive(seed, "seed", zero_ok=True))
+        gen = torch.Generator().manual_seed(check_number(seed, "seed", integer=True, low=0))
         picks = [torch.nonzero(y_ref == k).flatten()[torch.randperm(int(counts[k]), generator=gen)[:per_class]]
                  for k in range(len(counts))]  # fmt: skip
         self.model, self.layer, self.per_class, self.index = model, layer, per_class, torch.cat(picks)
@@ -241,60 +205,53 @@ class LatentNN(nn.Module):
         self.register_buffer("references", latent_features(self.model, self.layer, self.ref_images))
 
     def forward(self, x: Tensor) -> Tensor:
-        z = _forward(self.model, _layer(self.model, self.layer), x)[1]
+        z = latent_forward(self.model, latent_hook(self.model, self.layer), x)[1]
         return -_distances(z, self.references.to(z.device, z.dtype)).view(len(z), -1, self.per_class).amin(dim=2)
+
+    def unwrap(self) -> nn.Module:
+        """The model whose latent space it reads (sparring.defenses.build.network_and_parts walks down with it)."""
+        return self.model
+
+    def trained_parts(self) -> dict[str, Tensor]:
+        """The reference images, the part a saved model needs to rebuild this classifier."""
+        return {"contrastive.ref_images": self.ref_images.detach().cpu()}
 
     def extra_repr(self) -> str:
         return f"layer={self.layer!r}, per_class={self.per_class}, classes={len(self.index) // self.per_class}"
 
 
-def latent_view(model: nn.Module, layer: str, x: Tensor, y: Tensor, *, method: str = "pca",
-                x_adv: Tensor | None = None, seed: int = 0) -> dict[str, Any]:
-    """2-D coordinates of ``layer``'s features: {"method", "layer", "clean", "adversarial", "labels"}.
-
-    The report's Figure 8 (seeds/001). method "pca" (fit on the clean points, attacked ones projected on
-    the same axes) or "tsne" (fit on both), random_state=seed. numpy: clean (N, 2), adversarial or None.
-        >>> before, after = latent_view(plain, "5", x, y), latent_view(model, "5", x, y, x_adv=x_adv)
-        >>> plot_latent([before, after], "latent.png")
-    """
-    from sklearn.decomposition import PCA
-    from sklearn.manifold import TSNE
-
-    x, y = _check_data(x, y, "view")
-    if method not in ("pca", "tsne"):
-        raise InputError(f"expected method to be 'pca' or 'tsne', got {method!r}")
-    if x_adv is not None and tuple(torch.as_tensor(x_adv).shape) != tuple(x.shape):
-        raise InputError(f"expected x_adv of shape {tuple(x.shape)}, got {tuple(torch.as_tensor(x_adv).shape)}")
-    z = latent_features(model, layer, x).double()
-    if len(z) < 3 or z.shape[1] < 2:
-        raise InputError(f"expected at least 3 images and 2 latent dimensions, got {len(z)} and {z.shape[1]}")
-    z_adv = None if x_adv is None else latent_features(model, layer, torch.as_tensor(x_adv)).double()
-    both = (z if z_adv is None else torch.cat([z, z_adv])).numpy()
-    if method == "pca":
-        coords = PCA(n_components=2, random_state=seed).fit(z.numpy()).transform(both)
-    else:
-        coords = TSNE(2, perplexity=min(30.0, (len(both) - 1) / 3), init="pca", random_state=seed).fit_transform(both)
-    adv = coords[len(z) :] if x_adv is not None else None
-    return {"method": method, "layer": layer, "clean": coords[: len(z)], "adversarial": adv, "labels": y.numpy()}
+def _trained(model: nn.Module, context: Context, params: dict[str, Any]) -> Trained:
+    """The spec's ``train``: contrastive training, deployed as LatentNN over seeded reference images."""
+    x_train, y_train = context.training_data("contrastive", augment=False)
+    params = dict(params)
+    layer, per_class = latent_layer(model, str(params.pop("layer"))), int(params.pop("per_class"))
+    model, history = contrastive_training(model, x_train, y_train, layer=layer, settings=context.settings,
+                                          seed=context.seed, device=context.device, checkpoint=context.checkpoint,
+                                          resume=context.resume, progress=context.progress, **params)
+    device = model_device(model)
+    return Trained(LatentNN(model, layer, x_train.to(device), y_train.to(device), per_class=per_class,
+                            seed=context.seed), history)
 
 
-def plot_latent(view: dict[str, Any] | Sequence[dict[str, Any]], path: str | Path, *,
-                titles: Sequence[str] | None = None) -> Path:
-    """Scatter plots of latent_view results (seeds/001, Fig. 8), one panel each, to a PNG written atomically.
+def _around(model: nn.Module, entry: Mapping[str, Any], parts: Mapping[str, Tensor]) -> nn.Module:
+    """The spec's ``around``: the 1-NN over the saved reference images (before training: the model itself)."""
+    if "contrastive.ref_images" not in parts:
+        return model
+    refs, per_class = parts["contrastive.ref_images"], int(entry["params"]["per_class"])
+    if len(refs) % per_class:
+        raise DataError(f"expected the saved reference images to be {per_class} per class, got {len(refs)} images")
+    labels = torch.arange(len(refs) // per_class).repeat_interleave(per_class)
+    device = model_device(model)
+    return LatentNN(model, latent_layer(model, str(entry["params"]["layer"])), refs.to(device), labels.to(device),
+                    per_class=per_class)
 
-    Clean points are dots, attacked points crosses, both coloured by the true label.
-        >>> plot_latent([latent_view(plain, "5", x, y), latent_view(model, "5", x, y)], "fig8.png",
-        ...             titles=["cross-entropy", "contrastive"])
-    """
-    from ..report.plots import latent_scatter
 
-    views = [view] if isinstance(view, dict) else list(view)
-    if not views or not all(isinstance(v, dict) and {"clean", "labels"} <= set(v) for v in views):
-        raise InputError("expected a latent_view dict or a non-empty list of them, got " + type(view).__name__)
-    path = Path(path)
-    names = [titles[i] if titles is not None and i < len(titles) else f"{v.get('method', '')} {v.get('layer', '')}"
-             for i, v in enumerate(views)]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(latent_scatter(views, names))
-    os.replace(tmp, path)
-    return path
+register(DefenseSpec(
+    "contrastive", kind="training", differentiable=True, random=False, paper=_PAPER, target=contrastive_training,
+    description="CE + contrastive/triplet loss in a latent layer; LatentNN",
+    params=(Param("layer", "str", PENULTIMATE, "the latent layer: a module name, or the last Linear's input"),
+            Param("margin", "float", 2.0, "the contrastive margin (alpha)"),
+            Param("weight", "float", 1.0, "weight of the latent loss"),
+            Param("pairs", "str", "batch", "batch (every pair) or random (each row with the next)"),
+            Param("per_class", "int", 5, "reference images per class of the deployed 1-NN")),
+    train=_trained, around=_around))

@@ -23,33 +23,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from ..train import _positive
-from .bpda import bpda, is_differentiable, is_random
+from ..util import check_images, check_number
+from .base import DefenseSpec, Param, is_differentiable, is_random, register
+from .bpda import bpda
 from .preprocess import BitDepth, MedianBlur
-from .registry import DEFENSES
 
-__all__ = ["DetectorGuard", "FeatureSqueezing", "detection_rate_at_fpr", "roc_auc", "threshold_at_fpr"]
+__all__ = ["Detector", "DetectorGuard", "FeatureSqueezing", "detection_rate_at_fpr", "roc_auc", "threshold_at_fpr"]
 
 _XU = "Xu, Evans, Qi 2018, Feature Squeezing: Detecting Adversarial Examples in Deep Neural Networks, arXiv:1704.01155"
 
 
 # ---------------------------------------------------------------- validation and metrics
-
-
-def _images(x: Any, what: str = "images") -> Tensor:
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point() or len(x) == 0:
-        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-        raise InputError(f"expected {what} as a non-empty float (B, C, H, W) tensor, got {got}")
-    if not bool(torch.isfinite(x).all()):
-        raise InputError(f"expected finite {what}, got NaN or infinite values")
-    return x
-
-
-def _fraction(value: Any, what: str) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or not 0 <= value < 1:
-        raise InputError(f"expected {what} to be a number in [0, 1), got {value!r}")
-    return float(value)
 
 
 def _scores(values: Any, what: str) -> np.ndarray:
@@ -69,7 +53,7 @@ def threshold_at_fpr(scores_clean: Any, fpr: float = 0.05) -> float:
         >>> threshold_at_fpr(torch.arange(100.0), 0.05)
         95.0
     """
-    clean, fpr = _scores(scores_clean, "scores_clean"), _fraction(fpr, "fpr")
+    clean, fpr = _scores(scores_clean, "scores_clean"), float(check_number(fpr, "fpr", low=0, high=1, high_open=True))
     return float(np.quantile(clean, 1 - fpr, method="higher"))
 
 
@@ -102,25 +86,26 @@ def detection_rate_at_fpr(scores_clean: Any, scores_adv: Any, fpr: float = 0.05)
 # ---------------------------------------------------------------- the detector contract
 
 
-class _Detector(nn.Module):
-    """score(x) (B,), threshold, fit_threshold, detect, margin (> 0 exactly when flagged)."""
+class Detector(nn.Module):
+    """The detector contract: score(x) (B,), threshold, fit_threshold, detect, margin (> 0 exactly when
+    flagged); subclasses give forward(x), the score (or, for BinaryDetector, a logit)."""
 
     differentiable: ClassVar[bool] = True
     random: ClassVar[bool] = False
 
     def __init__(self, threshold: float | None) -> None:
         super().__init__()
-        self.threshold = None if threshold is None else self._check_threshold(threshold)
+        self.threshold = None if threshold is None else self.check_threshold(threshold)
 
     @staticmethod
-    def _check_threshold(value: Any) -> float:
+    def check_threshold(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise InputError(f"expected threshold to be a finite number, got {value!r}")
         return float(value)
 
     def _threshold(self, threshold: float | None) -> float:
         if threshold is not None:
-            return self._check_threshold(threshold)
+            return self.check_threshold(threshold)
         if self.threshold is None:
             raise InputError("expected a threshold: call fit_threshold(x_clean) or pass threshold=, got None")
         return self.threshold
@@ -140,8 +125,8 @@ class _Detector(nn.Module):
 
     def scores(self, x: Tensor, *, batch_size: int = 512) -> Tensor:
         """score(x) in batches without gradients, on the CPU: (N,)."""
-        x = _images(x)
-        batch_size = _positive(batch_size, "batch_size")
+        x = check_images(x)
+        batch_size = check_number(batch_size, "batch_size", integer=True, low=1)
         param = next(self.parameters(), None)
         device = param.device if param is not None else x.device
         with torch.no_grad():
@@ -156,9 +141,7 @@ class _Detector(nn.Module):
 # ---------------------------------------------------------------- feature squeezing
 
 
-@DEFENSES.register("feature-squeezing", kind="detector", differentiable=False, random=False, paper=_XU,
-                   params={"bits": 5, "window": 3}, description="L1 gap between softmax on x and on squeezed x")
-class FeatureSqueezing(_Detector):
+class FeatureSqueezing(Detector):
     """Feature squeezing (Xu, Evans, Qi 2018, arXiv:1704.01155): score(x) = max over squeezers s of
     || softmax(model(x)) - softmax(model(s(x))) ||_1, in [0, 2].
 
@@ -174,8 +157,8 @@ class FeatureSqueezing(_Detector):
         >>> flagged = fs.detect(x_adv)
     """
 
-    def __init__(self, model: nn.Module, squeezers: Sequence[nn.Module] | None = None, *, bits: int | None = None,
-                 window: int | None = None, threshold: float | None = None) -> None:  # fmt: skip
+    def __init__(self, model: nn.Module, squeezers: Sequence[nn.Module] | nn.Module | None = None, *,
+                 bits: int | None = None, window: int | None = None, threshold: float | None = None) -> None:
         super().__init__(threshold)
         if not isinstance(model, nn.Module):
             raise InputError(f"expected model to be an nn.Module, got {type(model).__name__}")
@@ -183,18 +166,18 @@ class FeatureSqueezing(_Detector):
             squeezers = (BitDepth(5 if bits is None else bits), MedianBlur(3 if window is None else window))
         elif bits is not None or window is not None:
             raise InputError(f"expected squeezers or bits/window, got both (bits={bits!r}, window={window!r})")
-        squeezers = list(squeezers) if isinstance(squeezers, (list, tuple, nn.ModuleList)) else [squeezers]
-        bad = [type(s).__name__ for s in squeezers if not isinstance(s, nn.Module)]
-        if not squeezers or bad:
+        listed: list[Any] = list(squeezers) if isinstance(squeezers, (list, tuple, nn.ModuleList)) else [squeezers]
+        bad = [type(s).__name__ for s in listed if not isinstance(s, nn.Module)]
+        if not listed or bad:
             raise InputError(f"expected one or more squeezers as nn.Modules, got {bad or 'none'}")
-        self.model, self.squeezers = model, nn.ModuleList(squeezers)
+        self.model, self.squeezers = model, nn.ModuleList(listed)
 
     @property
     def differentiable(self) -> bool:  # type: ignore[override]
         return all(is_differentiable(s) for s in self.squeezers) and is_differentiable(self.model)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = _images(x)
+        x = check_images(x)
         p = F.softmax(self.model(x), dim=1)
         gaps = [(p - F.softmax(self.model(s(x)), dim=1)).abs().sum(dim=1) for s in self.squeezers]
         return torch.stack(gaps).amax(dim=0)
@@ -236,7 +219,7 @@ class DetectorGuard(nn.Module):
         threshold = getattr(detector, "threshold", None) if threshold is None else threshold
         if threshold is None:
             raise InputError("expected a threshold: call detector.fit_threshold(x_clean) or pass threshold=, got None")
-        self.threshold = _Detector._check_threshold(threshold)
+        self.threshold = Detector.check_threshold(threshold)
 
     @property
     def differentiable(self) -> bool:
@@ -276,3 +259,11 @@ class DetectorGuard(nn.Module):
             raise InputError(f"expected a non-differentiable detector to give for_attack(), got "
                              f"{type(self.detector).__name__}")  # fmt: skip
         return DetectorGuard(self.model, maker(), self.threshold)
+
+
+register(DefenseSpec(
+    "feature-squeezing", kind="detector", differentiable=False, random=False, paper=_XU, target=FeatureSqueezing,
+    description="L1 gap between softmax on x and on squeezed x",
+    params=(Param("bits", "int", 5, "bit depth of the first squeezer"),
+            Param("window", "int", 3, "median window of the second squeezer")),
+    detector=lambda model, context, params: FeatureSqueezing(model, **params), meta={"trains": False}))

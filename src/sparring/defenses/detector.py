@@ -12,12 +12,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ..attacks import ATTACKS
+from ..config import TrainSettings
+from ..errors import ConfigError, InputError
 from ..rng import SampleGenerators
 from ..threat import ThreatModel
-from ..train import _check_data, _positive, model_device, train
-from .detection import _Detector, _images
-from .registry import DEFENSES
+from ..training import CrossEntropy, check_data, train
+from ..util import check_images, check_number, model_device
+from .base import Context, DefenseSpec, Param, register
+from .detection import Detector
 
 __all__ = ["BinaryDetector", "train_detector"]
 
@@ -33,7 +36,7 @@ class _Stop(Exception):
         self.value = value
 
 
-class BinaryDetector(_Detector):
+class BinaryDetector(Detector):
     """A small classifier separating clean from adversarial inputs; score(x) = P(adversarial).
 
     On a hidden layer's activations (Metzen et al. 2017, arXiv:1702.04267: a detector subnetwork
@@ -48,8 +51,10 @@ class BinaryDetector(_Detector):
         >>> p_adv = det.score(x_test)
     """
 
+    history: list[dict[str, Any]]  # train_detector's training records
+
     def __init__(self, head: nn.Module, *, model: nn.Module | None = None, layer: str | None = None,
-                 threshold: float | None = None) -> None:  # fmt: skip
+                 threshold: float | None = None) -> None:
         super().__init__(threshold)
         if not isinstance(head, nn.Module):
             raise InputError(f"expected head to be an nn.Module, got {type(head).__name__}")
@@ -80,7 +85,7 @@ class BinaryDetector(_Detector):
         raise InputError(f"expected model.{self.layer} to run in the forward pass, got no call")
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.head(self.features(_images(x)))
+        out = self.head(self.features(check_images(x)))
         if out.dim() != 2 or out.shape[1] != 2:
             raise InputError(f"expected the head to return (B, 2) logits, got {tuple(out.shape)}")
         return out[:, 1] - out[:, 0]
@@ -94,7 +99,7 @@ class BinaryDetector(_Detector):
         return self(x) - math.log(t / (1 - t))
 
 
-class _HeadView(nn.Module):
+class HeadView(nn.Module):
     """What train() sees: the head only, on detached features (the classifier is not registered,
     so train() neither updates nor switches it to train mode)."""
 
@@ -109,8 +114,10 @@ class _HeadView(nn.Module):
         return self.head(f)
 
 
-@DEFENSES.register("binary-detector", kind="detector", differentiable=True, random=False, paper=_METZEN,
-                   params={"attack": "pgd", "epochs": 10}, description="classifier of clean vs adversarial inputs")
+#: How train_detector trains the head by default (Adam 1e-3, no weight decay, 10 epochs of 128).
+DETECTOR_TRAINING = TrainSettings(epochs=10, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0)
+
+
 def train_detector(
     model: nn.Module,
     x_clean: Tensor,
@@ -121,16 +128,11 @@ def train_detector(
     attack_params: dict[str, Any] | None = None,
     layer: str | None = None,
     hidden: int = 64,
-    epochs: int = 10,
-    batch_size: int = 128,
-    optimizer: str = "adam",
-    lr: float = 1e-3,
-    weight_decay: float = 0.0,
+    settings: TrainSettings = DETECTOR_TRAINING,
     attack_batch_size: int = 256,
     seed: int = 0,
     device: str | torch.device = "cpu",
     progress: bool = False,
-    log: Callable[[str], Any] | None = None,
 ) -> BinaryDetector:
     """Train a BinaryDetector on x_clean (label 0) against attack(model, x_clean) (label 1).
 
@@ -139,13 +141,13 @@ def train_detector(
     tried regenerating it against the detector), every sample attacked whether or not it fools the
     model, with per-sample generators SampleGenerators(seed, index), so it does not depend on
     attack_batch_size. The head is Flatten -> Linear(hidden) -> ReLU -> Linear(2), seeded by seed,
-    trained with sparring.train.train; the classifier is never updated. Put model in eval mode.
+    trained with sparring.training.train; the classifier is never updated. Put model in eval mode.
     Args:
         model: the classifier (on ``device``); x_clean, y_clean: images in [0, 1] and labels.
         threat, attack, attack_params: the attack (name in ATTACKS or a function with the attack
             signature) and its keyword hyperparameters, without threat and generator.
         layer: dotted submodule name of model to read (None: the inputs); hidden: head width.
-        epochs, batch_size, optimizer, lr, weight_decay, seed, device, progress, log: as in train().
+        settings: the head's TrainSettings (default DETECTOR_TRAINING); seed, device, progress: as in train().
     Returns:
         The trained BinaryDetector in eval mode, without a threshold (call fit_threshold);
         its training history is in ``detector.history``.
@@ -154,13 +156,11 @@ def train_detector(
         >>> det = train_detector(model, x, y, threat=ThreatModel(Norm.LINF, 0.1), attack="pgd")
         >>> auc = roc_auc(det.scores(x_test), det.scores(x_test_adv))
     """
-    from ..attacks import ATTACKS
-
     if not isinstance(model, nn.Module):
         raise InputError(f"expected model to be an nn.Module, got {type(model).__name__}")
     if not isinstance(threat, ThreatModel):
         raise InputError(f"expected threat to be a ThreatModel, got {type(threat).__name__}")
-    x_clean, y_clean = _check_data(x_clean, y_clean, "clean")
+    x_clean, y_clean = check_data(x_clean, y_clean, "clean")
     run = ATTACKS.get(attack) if isinstance(attack, str) else attack
     if not callable(run):
         raise InputError(f"expected attack to be a name in ATTACKS or a function, got {type(attack).__name__}")
@@ -168,12 +168,13 @@ def train_detector(
     clash = sorted({"threat", "generator"} & set(params))
     if clash:
         raise InputError(f"expected attack_params without threat/generator (given separately), got {clash}")
-    hidden, step = _positive(hidden, "hidden"), _positive(attack_batch_size, "attack_batch_size")
-    _positive(seed, "seed", int, zero_ok=True)
+    hidden = check_number(hidden, "hidden", integer=True, low=1)
+    step = check_number(attack_batch_size, "attack_batch_size", integer=True, low=1)
+    check_number(seed, "seed", integer=True, low=0)
     dev = model_device(model)
     x_adv = torch.cat([run(model, x_clean[i : i + step].to(dev), y_clean[i : i + step].to(dev), threat=threat,
                            generator=SampleGenerators(seed, range(i, min(i + step, len(x_clean)))), **params)
-                       .detach().cpu() for i in range(0, len(x_clean), step)])  # fmt: skip
+                       .detach().cpu() for i in range(0, len(x_clean), step)])
     probe = BinaryDetector(nn.Identity(), model=model if layer is not None else None, layer=layer)
     with torch.no_grad():
         dim = probe.features(x_clean[:2].to(dev)).flatten(1).shape[1]
@@ -182,7 +183,33 @@ def train_detector(
         head = nn.Sequential(nn.Flatten(), nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, 2))
     detector = BinaryDetector(head, model=probe.model, layer=layer)
     labels = torch.cat([torch.zeros(len(x_clean)), torch.ones(len(x_adv))]).long()
-    detector.history = train(_HeadView(detector), torch.cat([x_clean.cpu(), x_adv.to(x_clean.dtype)]), labels,
-                             epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-                             weight_decay=weight_decay, seed=seed, device=device, progress=progress, log=log)
+    detector.history = train(HeadView(detector), torch.cat([x_clean.cpu(), x_adv.to(x_clean.dtype)]), labels,
+                             settings, objective=CrossEntropy(), seed=seed, device=device, progress=progress)
     return detector.eval()
+
+
+def _train_count(params: dict[str, Any], context: Context) -> tuple[Tensor, Tensor]:
+    """The first ``train`` training images (default 5000) on the context's device."""
+    x_train, y_train = context.training_data("binary-detector", first=int(params.pop("train")))
+    return x_train.to(context.device), y_train.to(context.device)
+
+
+def _binary(model: nn.Module, context: Context, params: dict[str, Any]) -> nn.Module:
+    params = dict(params)
+    x_train, y_train = _train_count(params, context)
+    if context.threat is None:
+        raise ConfigError("the binary detector trains against an attack: expected eps")
+    settings = DETECTOR_TRAINING.replace(epochs=params.pop("epochs"), lr=params.pop("lr"))
+    return train_detector(model, x_train, y_train, threat=context.threat, attack=context.attack,
+                          attack_params=dict(context.attack_params), settings=settings, seed=context.seed,
+                          device=context.device, progress=context.progress, **params).to(context.device)
+
+
+register(DefenseSpec(
+    "binary-detector", kind="detector", differentiable=True, random=False, paper=_METZEN, target=train_detector,
+    description="classifier of clean vs adversarial inputs",
+    params=(Param("layer", "str", None, "the classifier layer it reads (default: the inputs)"),
+            Param("hidden", "int", 64, "width of the head"), Param("epochs", "int", 10, "training epochs"),
+            Param("train", "int", 5000, "training images (their attacked copies too)"),
+            Param("lr", "float", 1e-3, "Adam learning rate")),
+    detector=_binary))

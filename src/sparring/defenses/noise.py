@@ -10,13 +10,14 @@ The layer declares ``random = True``: an honest attack averages its gradients ov
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from torch import Tensor, nn
 
 from ..errors import ConfigError, InputError
 from ..rng import Generators, normal
-from .registry import DEFENSES
+from .base import DefenseSpec, Param, register
 
 __all__ = ["GaussianNoise", "insert_noise"]
 
@@ -121,12 +122,16 @@ def insert_noise(
     return model
 
 
-DEFENSES.register(
-    "gaussian-noise",
-    kind="noise",
-    differentiable=True,
-    random=True,
-    paper=_PIXELDP,
-    params={"sigma": 0.05},
+def _noise_inside(net: nn.Module, entry: Mapping[str, Any]) -> None:
+    """The spec's ``inside``: noise layers into the slots ``where`` names ("noise1+noise2")."""
+    params = entry["params"]
+    where = params["where"]
+    insert_noise(net, params["sigma"], where=tuple(where.split("+")) if isinstance(where, str) else tuple(where))
+
+
+register(DefenseSpec(
+    "gaussian-noise", kind="noise", differentiable=True, random=True, paper=_PIXELDP, target=GaussianNoise,
     description="Gaussian noise layer, active at test time, in the model's noise1/noise2 slots",
-)(GaussianNoise)
+    params=(Param("sigma", "float", 0.05, "noise standard deviation"),
+            Param("where", "str", "noise1", "slot names joined by '+', e.g. noise1+noise2")),
+    inside=_noise_inside))

@@ -8,23 +8,26 @@ Carlini, Wagner 2018, arXiv:1802.00420; see bpda.py). Plain torch, no image libr
 from __future__ import annotations
 
 import math
-from typing import ClassVar
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .registry import DEFENSES
+from ..image import gaussian_kernels, pad, separable_blur
+from .base import DefenseSpec, Param, register
 
-BLUR_ARTICLE = "Jezequel, 'Protecting networks against adversarial attacks' (blog, shared/seeds/000_421514ffc245d9b2.txt)"
+BLUR_ARTICLE = ("Jezequel, 'Protecting networks against adversarial attacks' "
+                "(blog, shared/seeds/000_421514ffc245d9b2.txt)")
 
 
 def _int_in(name: str, value: int, lo: int, hi: int | None = None, odd: bool = False) -> int:
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= lo and (hi is None or value <= hi)
     if not ok or (odd and value % 2 == 0):
         want = f"an {'odd ' if odd else ''}integer " + (f"in [{lo}, {hi}]" if hi is not None else f">= {lo}")
-        raise InputError(f"{name}: expected {want}, got {value!r}")
+        raise InputError(f"expected {name} to be {want}, got {value!r}")
     return value
 
 
@@ -36,22 +39,10 @@ def _check_image(x: Tensor, channels: tuple[int, ...] | None = None) -> None:
         raise InputError(f"expected {' or '.join(map(str, channels))} channels, got {x.shape[1]}")
 
 
-def _pad_index(n: int, radius: int, mode: str, device: torch.device) -> Tensor:
-    """Source indices of a padded axis: 'reflect' (OpenCV REFLECT_101, any radius) or 'replicate'."""
-    i = torch.arange(-radius, n + radius, device=device)
-    if mode == "replicate" or n == 1:
-        return i.clamp(0, n - 1)
-    i = i.remainder(2 * (n - 1))
-    return torch.where(i >= n, 2 * (n - 1) - i, i)
+class Filter(nn.Module):
+    """An input filter: declares ``differentiable`` and ``random``; ``surrogate()`` is the differentiable
+    approximation BPDA back-propagates through (itself when differentiable, else the identity)."""
 
-
-def _pad(x: Tensor, radius: int, mode: str) -> Tensor:
-    h, w = x.shape[-2:]
-    x = x.index_select(-1, _pad_index(w, radius, mode, x.device))
-    return x.index_select(-2, _pad_index(h, radius, mode, x.device))
-
-
-class _Filter(nn.Module):
     differentiable: ClassVar[bool] = False
     random: ClassVar[bool] = False
 
@@ -60,9 +51,7 @@ class _Filter(nn.Module):
         return self if self.differentiable else nn.Identity()
 
 
-@DEFENSES.register("gaussian-blur", kind="preprocess", differentiable=True, random=False, paper=BLUR_ARTICLE,
-                   params={"sigma": 1.5})
-class GaussianBlur(_Filter):
+class GaussianBlur(Filter):
     """Gaussian blur: depthwise separable convolution with reflect (REFLECT_101) padding.
 
     The blur article's defense (Gaussian filter applied at training and at test time, best at
@@ -79,34 +68,27 @@ class GaussianBlur(_Filter):
     def __init__(self, sigma: float, kernel_size: int | None = None) -> None:
         super().__init__()
         if isinstance(sigma, bool) or not isinstance(sigma, int | float) or not 0 <= sigma < math.inf:
-            raise InputError(f"sigma: expected a finite number >= 0, got {sigma!r}")
+            raise InputError(f"expected sigma to be a finite number >= 0, got {sigma!r}")
         self.sigma = float(sigma)
         default = int(math.floor(8 * self.sigma + 1.5)) | 1
         self.kernel_size = default if kernel_size is None else _int_in("kernel_size", kernel_size, 1, odd=True)
 
     def kernel(self, dtype: torch.dtype = torch.float64, device: torch.device | None = None) -> Tensor:
-        """The normalized 1-D kernel (kernel_size,)."""
-        d = torch.arange(self.kernel_size, dtype=torch.float64) - (self.kernel_size - 1) / 2
-        k = torch.exp(-(d**2) / (2 * self.sigma**2)) if self.sigma > 0 else (d == 0).double()
-        return (k / k.sum()).to(dtype=dtype, device=device)
+        """The normalized 1-D kernel (kernel_size,), computed in float64."""
+        k = gaussian_kernels(torch.tensor([self.sigma], dtype=torch.float64), self.kernel_size, torch.float64)[0]
+        return k.to(dtype=dtype, device=device)
 
     def forward(self, x: Tensor) -> Tensor:
         _check_image(x)
         if self.sigma == 0 or self.kernel_size == 1:
             return x
-        b, c, h, w = x.shape
-        r, k = self.kernel_size // 2, self.kernel(x.dtype, x.device)
-        out = _pad(x, r, "reflect").reshape(b * c, 1, h + 2 * r, w + 2 * r)
-        out = F.conv2d(F.conv2d(out, k.view(1, 1, 1, -1)), k.view(1, 1, -1, 1))
-        return out.reshape(b, c, h, w)
+        return separable_blur(x, self.kernel(x.dtype, x.device), "reflect")
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}, kernel_size={self.kernel_size}"
 
 
-@DEFENSES.register("median-blur", kind="preprocess", differentiable=False, random=False, paper=BLUR_ARTICLE,
-                   params={"window": 3})
-class MedianBlur(_Filter):
+class MedianBlur(Filter):
     """Median filter over a window x window neighbourhood, per channel, replicate padding (as cv2.medianBlur).
 
     The blur article's second filter (windows 3..9): it removes small details and impulse noise
@@ -129,7 +111,7 @@ class MedianBlur(_Filter):
         if self.window == 1:
             return x
         k = self.window
-        patches = _pad(x, k // 2, "replicate").unfold(2, k, 1).unfold(3, k, 1)  # (B, C, H, W, k, k)
+        patches = pad(x, k // 2, "replicate").unfold(2, k, 1).unfold(3, k, 1)  # (B, C, H, W, k, k)
         return patches.reshape(*x.shape, k * k).median(dim=-1).values
 
     def surrogate(self) -> nn.Module:
@@ -163,10 +145,7 @@ def _dct_matrix() -> Tensor:
     return d  # orthonormal DCT-II: coefficients = D @ block @ D.T
 
 
-@DEFENSES.register("jpeg", kind="preprocess", differentiable=False, random=False,
-                   paper="Dziugaite et al. 2016, arXiv:1608.00853; Guo et al. 2018, arXiv:1711.00117",
-                   params={"quality": 75})
-class JPEG(_Filter):
+class JPEG(Filter):
     """Baseline JPEG compression and decompression, in torch (Dziugaite et al. 2016, arXiv:1608.00853;
     Guo et al. 2018, arXiv:1711.00117).
 
@@ -210,9 +189,7 @@ class JPEG(_Filter):
         return f"quality={self.quality}"
 
 
-@DEFENSES.register("bit-depth", kind="preprocess", differentiable=False, random=False,
-                   paper="Xu, Evans, Qi 2018 (feature squeezing), arXiv:1704.01155", params={"bits": 5})
-class BitDepth(_Filter):
+class BitDepth(Filter):
     """Bit-depth reduction, feature squeezing's first squeezer (Xu et al. 2018, arXiv:1704.01155).
 
     round(x * (2**bits - 1)) / (2**bits - 1) on x clamped to [0, 1]: 2**bits levels. Its
@@ -236,4 +213,27 @@ class BitDepth(_Filter):
         return f"bits={self.bits}"
 
 
-__all__ = ["BitDepth", "GaussianBlur", "JPEG", "MedianBlur", "quant_table"]
+def _in_front(cls: type[Filter]) -> Callable[[Mapping[str, Any], Mapping[str, Tensor]], nn.Module]:
+    """A spec's ``front``: the filter built from the entry's parameters."""
+    return lambda entry, parts: cls(**entry["params"])
+
+
+def _filter_spec(name: str, cls: type[Filter], paper: str, params: tuple[Param, ...], description: str) -> None:
+    register(DefenseSpec(name, kind="preprocess", differentiable=cls.differentiable, random=cls.random, paper=paper,
+                         description=description, target=cls, params=params, front=_in_front(cls)))
+
+
+_filter_spec("gaussian-blur", GaussianBlur, BLUR_ARTICLE,
+             (Param("sigma", "float", 1.5, "standard deviation in pixels (0: the identity)"),
+              Param("kernel_size", "int", None, "odd width (default: OpenCV's rule for float images)")),
+             "Gaussian blur in front of the model (train and test time, the blur article)")
+_filter_spec("median-blur", MedianBlur, BLUR_ARTICLE, (Param("window", "int", 3, "odd window side"),),
+             "median filter in front of the model; BPDA through a Gaussian of the same spread")
+_filter_spec("jpeg", JPEG, "Dziugaite et al. 2016, arXiv:1608.00853; Guo et al. 2018, arXiv:1711.00117",
+             (Param("quality", "int", 75, "JPEG quality in [1, 100]"),),
+             "JPEG compression and decompression in front of the model; BPDA through the identity")
+_filter_spec("bit-depth", BitDepth, "Xu, Evans, Qi 2018 (feature squeezing), arXiv:1704.01155",
+             (Param("bits", "int", 5, "bits per channel in [1, 8]"),),
+             "bit-depth reduction in front of the model; BPDA through the identity")
+
+__all__ = ["BitDepth", "Filter", "GaussianBlur", "JPEG", "MedianBlur", "quant_table"]

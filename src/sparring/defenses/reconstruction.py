@@ -6,26 +6,33 @@ The reformer feeds ae(x) to the classifier (``Defended(Reformer(ae), model)``); 
 flags inputs whose reconstruction error mean |x - ae(x)|^p is above a clean-data threshold.
 Both are differentiable: an adaptive attack differentiates straight through them, which is how
 Carlini & Wagner broke MagNet ("MagNet and efficient defenses ... are not robust", arXiv:1711.08478).
-The autoencoder trains in the one loop, ``sparring.train.train``, through its batch_loss hook.
+The autoencoder trains in the one loop, ``sparring.training.train``, with the Denoising objective (its loss
+has no class logits, so its records have no train accuracy).
 """
 
 from __future__ import annotations
 
+import logging
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ..config import TrainSettings
+from ..errors import DataError, InputError
 from ..rng import SampleGenerators, normal
-from ..train import _dtype, _positive, train
-from .detection import _Detector, _images
-from .registry import DEFENSES
+from ..training import Objective, train
+from ..util import check_images, check_number, model_device, model_dtype
+from .base import Context, DefenseSpec, Fitted, Param, register
+from .detection import Detector
 
-__all__ = ["ReconstructionDetector", "Reformer", "build_autoencoder", "train_autoencoder"]
+__all__ = ["AUTOENCODER_TRAINING", "Denoising", "ReconstructionDetector", "Reformer", "autoencoder_parts",
+           "build_autoencoder", "train_autoencoder"]
+
+log = logging.getLogger(__name__.rpartition(".")[0])
 
 _MAGNET = "Meng & Chen 2017, MagNet: a Two-Pronged Defense against Adversarial Examples, arXiv:1705.09064"
 
@@ -65,7 +72,7 @@ def build_autoencoder(shape: tuple[int, int, int], *, width: int = 16, pool: boo
         >>> ae(torch.rand(4, 1, 28, 28)).shape  # torch.Size([4, 1, 28, 28])
     """
     c, h, w = _shape(shape)
-    width = _positive(width, "width")
+    width = check_number(width, "width", integer=True, low=1)
     if pool is None:
         pool = h % 2 == 0 and w % 2 == 0 and min(h, w) >= 16
     elif not isinstance(pool, bool):
@@ -79,88 +86,80 @@ def build_autoencoder(shape: tuple[int, int, int], *, width: int = 16, pool: boo
                          nn.Conv2d(width, c, 3, padding=1), nn.Sigmoid())  # fmt: skip
 
 
-class _Denoising(nn.Module):
-    """What train() sees: per-sample clean reconstruction MSE as (B, 1) 'logits' (labels are zeros)."""
+class Denoising(Objective):
+    """The denoising autoencoder's objective: MSE(ae(clip(x + noise * N(0, 1))), x), without class logits.
+    Sample i's noise in epoch e (of n training images) comes from SampleGenerators(seed, [(e - 1) * n + i]),
+    as from the start (an autoencoder retrains the same), so it does not depend on batch_size or batch order;
+    the epoch record gets val_mse (without noise) with x_val."""
 
-    def __init__(self, autoencoder: nn.Module) -> None:
-        super().__init__()
-        self.autoencoder = autoencoder
+    def __init__(self, autoencoder: nn.Module, noise: float, seed: int, n: int, x_val: Tensor | None) -> None:
+        self.autoencoder, self.noise, self.seed, self.n, self.x_val = autoencoder, noise, seed, n, x_val
 
-    def forward(self, x: Tensor) -> Tensor:
-        return (self.autoencoder(x) - x).square().flatten(1).mean(1, keepdim=True)
+    def check(self, model: nn.Module, x: Tensor, y: Tensor) -> None:
+        with torch.no_grad():
+            _reconstruct(self.autoencoder, x[:2].to(model_device(self.autoencoder)))
+
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor | None]:
+        noisy = x
+        if self.noise > 0:
+            gen = SampleGenerators(self.seed, (index + (epoch - 1) * self.n).tolist())
+            noisy = (x + self.noise * normal(gen, x)).clamp(0, 1)
+        return F.mse_loss(model(noisy), x), None
+
+    def epoch_end(self, epoch: int, record: dict[str, Any]) -> bool:
+        if self.x_val is not None:  # train() puts the autoencoder back in train mode at the next epoch
+            ae = self.autoencoder.eval()
+            device, dtype = model_device(ae), model_dtype(ae)
+            with torch.no_grad():
+                batches = (v.to(device, dtype) for v in self.x_val.split(512))
+                sse = sum(float((ae(b) - b).square().sum()) for b in batches)
+            record["val_mse"] = sse / self.x_val.numel()
+        return False
 
 
-@DEFENSES.register("autoencoder", kind="preprocess", differentiable=True, random=False, paper=_MAGNET,
-                   params={"noise": 0.1}, description="MagNet reformer: deploy Defended(Reformer(ae), model)")
+#: How train_autoencoder trains by default (MagNet's setting: Adam 1e-3, 20 epochs of 128, no weight decay).
+AUTOENCODER_TRAINING = TrainSettings(epochs=20, batch_size=128, optimizer="adam", lr=1e-3, weight_decay=0.0)
+
+
 def train_autoencoder(
-    x_train: Tensor, *, autoencoder: nn.Module | None = None, width: int = 16, noise: float = 0.1, epochs: int = 20,
-    batch_size: int = 128, lr: float = 1e-3, x_val: Tensor | None = None, seed: int = 0,
-    device: str | torch.device = "cpu", progress: bool = False, log: Callable[[str], Any] | None = None,
+    x_train: Tensor, *, autoencoder: nn.Module | None = None, width: int = 16, noise: float = 0.1,
+    settings: TrainSettings = AUTOENCODER_TRAINING, x_val: Tensor | None = None, seed: int = 0,
+    device: str | torch.device = "cpu", progress: bool = False,
 ) -> tuple[nn.Module, list[dict[str, Any]]]:
     """Train a denoising autoencoder on clean images only: MSE(ae(clip(x + noise * N(0, 1))), x).
 
-    Meng & Chen 2017 (MagNet), arXiv:1705.09064. Runs in sparring.train.train (Adam, cosine
-    schedule, no weight decay) through batch_loss; labels are unused (zeros). The noise of sample
-    i in epoch e comes from SampleGenerators(seed, [(e - 1) * N + i]), so it does not depend on
-    batch_size or batch order; seed also seeds the weights (built under a forked RNG).
+    Meng & Chen 2017 (MagNet), arXiv:1705.09064. Runs in sparring.training.train with the Denoising
+    objective; seed also seeds the weights (built under a forked RNG). Each epoch is logged ("autoencoder
+    epoch ...").
     Args:
         x_train: float (N, C, H, W) clean images in [0, 1], N >= 2.
         autoencoder: a module keeping the image shape (default: build_autoencoder(shape, width)).
         noise: standard deviation of the Gaussian input noise (>= 0; 0 = plain autoencoder).
-        epochs, batch_size, lr, seed, device, progress: as in train().
+        settings: the TrainSettings (default AUTOENCODER_TRAINING); seed, device, progress: as in train().
         x_val: optional clean images; each epoch's record then has val_mse (no noise).
-        log: called with one line per epoch.
     Returns:
         (autoencoder in eval mode on device, history): one record per epoch with epoch, loss
         (the mean denoising MSE of the epoch), [val_mse], lr, time_s.
 
     Example:
-        >>> ae, history = train_autoencoder(x_train, noise=0.1, epochs=20, seed=0)
+        >>> ae, history = train_autoencoder(x_train, noise=0.1, settings=AUTOENCODER_TRAINING, seed=0)
         >>> defended = Defended(Reformer(ae), model)
     """
-    x_train = _images(x_train, "x_train")
-    if x_val is not None and (_images(x_val, "x_val").shape[1:] != x_train.shape[1:]):
+    x_train = check_images(x_train, "x_train")
+    if x_val is not None and (check_images(x_val, "x_val").shape[1:] != x_train.shape[1:]):
         raise InputError(f"expected x_val images of shape {tuple(x_train.shape[1:])}, got {tuple(x_val.shape[1:])}")
-    ok = isinstance(noise, (int, float)) and not isinstance(noise, bool) and math.isfinite(noise)
-    if not ok or noise < 0:
-        raise InputError(f"expected noise to be a finite number >= 0, got {noise!r}")
-    _positive(seed, "seed", int, zero_ok=True)
+    sigma = float(check_number(noise, "noise", low=0))
+    check_number(seed, "seed", integer=True, low=0)
     if autoencoder is None:
         with torch.random.fork_rng():
             torch.manual_seed(seed)
-            autoencoder = build_autoencoder(tuple(x_train.shape[1:]), width=width)  # type: ignore[arg-type]
+            autoencoder = build_autoencoder(_shape(tuple(x_train.shape[1:])), width=width)
     elif not isinstance(autoencoder, nn.Module):
         raise InputError(f"expected autoencoder to be an nn.Module or None, got {type(autoencoder).__name__}")
-    ae, dev = autoencoder, next(autoencoder.parameters(), x_train).device
-    with torch.no_grad():
-        _reconstruct(ae, x_train[:2].to(dev))
-    n, sigma = len(x_train), float(noise)
-
-    def batch_loss(model: nn.Module, x: Tensor, y: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-        noisy = x
-        if sigma > 0:
-            gen = SampleGenerators(seed, (index + (epoch - 1) * n).tolist())
-            noisy = (x + sigma * normal(gen, x)).clamp(0, 1)
-        loss = F.mse_loss(model.autoencoder(noisy), x)  # type: ignore[operator]
-        return loss, torch.zeros(len(x), 1, device=x.device, dtype=x.dtype)
-
-    def epoch_end(epoch: int, record: dict[str, Any]) -> bool:
-        if x_val is not None:  # train() puts ae back in train mode at the next epoch
-            ae.eval()
-            with torch.no_grad():
-                sse = sum(float((ae(b) - b).square().sum()) for b in (v.to(device, _dtype(ae)) for v in x_val.split(512)))
-            record["val_mse"] = sse / x_val.numel()
-        if log is not None:
-            val = f" val_mse {record['val_mse']:.5f}" if "val_mse" in record else ""
-            log(f"autoencoder epoch {epoch}/{epochs} loss {record['loss']:.5f}{val}")
-        return False
-
-    history = train(_Denoising(ae), x_train, torch.zeros(n, dtype=torch.long), epochs=epochs,
-                    batch_size=batch_size, optimizer="adam", lr=lr, weight_decay=0.0, seed=seed, device=device,
-                    progress=progress, batch_loss=batch_loss, epoch_end=epoch_end)  # fmt: skip
-    for record in history:
-        record.pop("train_accuracy", None)  # the dummy labels make it meaningless
-    return ae.eval(), history
+    objective = Denoising(autoencoder, sigma, seed, len(x_train), x_val)
+    history = train(autoencoder, x_train, torch.zeros(len(x_train), dtype=torch.long), settings, objective=objective,
+                    seed=seed, device=device, label="autoencoder", progress=progress)
+    return autoencoder.eval(), history
 
 
 class Reformer(nn.Module):
@@ -190,10 +189,12 @@ class Reformer(nn.Module):
         """Itself: the reformer is differentiable (BPDA, arXiv:1802.00420, needs no approximation)."""
         return self
 
+    def trained_parts(self) -> dict[str, Tensor]:
+        """The autoencoder's weights, "autoencoder.<key>" (what a saved model needs to rebuild it)."""
+        return autoencoder_parts(self.autoencoder)
 
-@DEFENSES.register("reconstruction-detector", kind="detector", differentiable=True, random=False, paper=_MAGNET,
-                   params={"p": 1}, description="flags inputs with mean |x - ae(x)|^p above a clean threshold")
-class ReconstructionDetector(_Detector):
+
+class ReconstructionDetector(Detector):
     """MagNet's reconstruction-error detector: score(x) = mean over pixels of |x - ae(x)|^p, (B,).
 
     Meng & Chen 2017, arXiv:1705.09064 (p = 1 for MNIST, p = 2 also used). fit_threshold(x_clean,
@@ -227,3 +228,62 @@ class ReconstructionDetector(_Detector):
 
     def extra_repr(self) -> str:
         return f"p={self.p}, threshold={self.threshold}"
+
+
+def autoencoder_parts(autoencoder: nn.Module) -> dict[str, Tensor]:
+    """The trained autoencoder as parts: "autoencoder.<state_dict key>" -> CPU tensor."""
+    return {f"autoencoder.{k}": v.detach().cpu() for k, v in autoencoder.state_dict().items()}
+
+
+def _fit(context: Context, params: dict[str, Any]) -> Fitted:
+    """The spec's ``fit``: the autoencoder trained on the clean training images (validated on 1000 test ones)."""
+    ds = context.dataset
+    x_train = context.training_data("autoencoder")[0]
+    log.info(f"training the autoencoder on {len(x_train)} clean {ds.name} images")
+    settings = AUTOENCODER_TRAINING.replace(epochs=int(params["epochs"]), lr=float(params["lr"]))
+    ae, history = train_autoencoder(x_train, width=int(params["width"]), noise=float(params["noise"]),
+                                    settings=settings, x_val=ds.x_test[:1000], seed=context.seed,
+                                    device=context.device, progress=context.progress)
+    return Fitted(autoencoder_parts(ae), history, {"shape": list(ds.input_shape)})
+
+
+def _front(entry: Mapping[str, Any], parts: Mapping[str, Tensor]) -> nn.Module:
+    """The spec's ``front``: the reformer rebuilt from the saved autoencoder and the entry's image shape."""
+    state = {k[len("autoencoder."):]: v for k, v in parts.items() if k.startswith("autoencoder.")}
+    if not state:
+        raise DataError("defense 'autoencoder' needs its trained part (autoencoder.*), which the saved model lacks; "
+                        "it is written by `sparring defend` next to the weights (<stem>.parts.safetensors)")
+    shape, width = entry.get("shape"), int(entry["params"]["width"])
+    if not isinstance(shape, (list, tuple)) or len(shape) != 3:
+        raise DataError(f"defense 'autoencoder' needs the image shape (C, H, W) in its spec, got {shape!r}")
+    ae = build_autoencoder(_shape(tuple(int(v) for v in shape)), width=width)
+    try:
+        ae.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise DataError(f"the saved autoencoder does not fit width {width} and shape {shape} "
+                        f"({str(exc).splitlines()[0]})") from None
+    return Reformer(ae.eval())
+
+
+def _detector(model: nn.Module, context: Context, params: dict[str, Any]) -> nn.Module:
+    x_train = context.training_data("reconstruction-detector", first=int(params["train"]))[0]
+    ae, _ = train_autoencoder(x_train.to(context.device), width=int(params["width"]),
+                              noise=float(params["noise"]),
+                              settings=AUTOENCODER_TRAINING.replace(epochs=params["epochs"]),
+                              seed=context.seed, device=context.device, progress=context.progress)
+    return ReconstructionDetector(ae, p=params["p"]).to(context.device)
+
+
+register(DefenseSpec(
+    "autoencoder", kind="preprocess", differentiable=True, random=False, paper=_MAGNET, target=train_autoencoder,
+    description="MagNet reformer: deploy Defended(Reformer(ae), model)",
+    params=(Param("noise", "float", 0.1, "std of the training noise"), Param("width", "int", 16, "hidden channels"),
+            Param("epochs", "int", 20, "training epochs"), Param("lr", "float", 1e-3, "Adam learning rate")),
+    fit=_fit, front=_front))
+register(DefenseSpec(
+    "reconstruction-detector", kind="detector", differentiable=True, random=False, paper=_MAGNET,
+    target=ReconstructionDetector, description="flags inputs with mean |x - ae(x)|^p above a clean threshold",
+    params=(Param("epochs", "int", 20, "autoencoder epochs"), Param("noise", "float", 0.1, "std of the noise"),
+            Param("width", "int", 16, "hidden channels"), Param("p", "float", 1.0, "the error exponent"),
+            Param("train", "int", 5000, "training images")),
+    detector=_detector))

@@ -10,7 +10,7 @@ pass depend only on (n, batch_size)). The caller puts the base model in eval mod
 
 from __future__ import annotations
 
-import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,10 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import TrainSettings
 from ..errors import ConfigError, InputError
 from ..rng import Generators, SampleGenerators, normal, subset
-from ..train import train
-from .registry import DEFENSES
+from ..training import Objective, train
+from ..util import check_images, check_number
+from .base import Context, DefenseSpec, Param, Trained, register
 
 __all__ = ["SmoothedClassifier", "certified_accuracy", "clopper_pearson_lower", "noise_augment", "noise_training"]
 
@@ -31,25 +33,17 @@ _COHEN = ("Cohen, Rosenfeld, Kolter 2019, Certified Adversarial Robustness via R
 
 
 def _number(value: Any, what: str, *, zero_ok: bool = False, below_one: bool = False) -> float:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not ok or value < 0 or (value == 0 and not zero_ok) or (below_one and value >= 1):
-        bound = ">= 0" if zero_ok else "in (0, 1)" if below_one else "> 0"
-        raise InputError(f"expected {what} to be a finite number {bound}, got {value!r}")
-    return float(value)
+    if below_one:
+        return float(check_number(value, what, low=0, high=1, low_open=True, high_open=True))
+    return float(check_number(value, what, low=0, low_open=not zero_ok))
 
 
 def _count(value: Any, what: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise InputError(f"expected {what} to be an integer >= {low}, got {value!r}")
-    return value
+    return int(check_number(value, what, integer=True, low=low))
 
 
 def _images(x: Any, generator: Generators) -> Tensor:
-    if not isinstance(x, Tensor) or x.dim() != 4 or not x.is_floating_point():
-        got = f"{x.dtype} {tuple(x.shape)}" if isinstance(x, Tensor) else type(x).__name__
-        raise InputError(f"expected images as a float (B, C, H, W) tensor, got {got}")
-    if x.numel() and not bool(torch.isfinite(x).all()):
-        raise InputError("expected finite images, got NaN or infinite values")
+    check_images(x, empty_ok=True)
     if generator is not None and not isinstance(generator, (torch.Generator, SampleGenerators)):
         raise InputError(f"expected generator to be a torch.Generator, SampleGenerators or None, got {generator!r}")
     if isinstance(generator, SampleGenerators) and len(generator) != len(x):
@@ -96,29 +90,36 @@ def noise_augment(x: Tensor, sigma: float, generator: Generators = None) -> Tens
     return x + sigma * normal(generator, x)
 
 
-def noise_training(model: nn.Module, x_train: Tensor, y_train: Tensor, *, sigma: float = 0.25, seed: int = 0,
-                   **kwargs: Any) -> list[dict[str, Any]]:
-    """Train the base classifier of randomized smoothing on x + N(0, sigma^2) (Cohen et al. 2019):
-    `sparring.train.train` with a batch_loss that adds fresh noise to every training image, drawn
-    per (seed, epoch, sample index) so a run is reproducible whatever the batch order.
+class NoiseAugmented(Objective):
+    """Cross-entropy on x + N(0, sigma^2): the base classifier's objective, noise drawn per (seed, epoch,
+    sample index) so a run is reproducible whatever the batch order."""
 
-    Args: sigma the noise std, the one you will certify with; seed; the rest as in train().
-    Returns train()'s history.
-        >>> history = noise_training(build_model("mnist-small"), x, y, sigma=0.25, epochs=5)
-        >>> classes, radii = SmoothedClassifier(model.eval(), 0.25, 10).certify(x_test, generator=g)
-    """
-    sigma = _number(sigma, "sigma", zero_ok=True)
+    def __init__(self, sigma: float, seed: int) -> None:
+        self.sigma, self.seed = sigma, seed
 
-    def batch_loss(net: nn.Module, x: Tensor, y: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor]:
-        gen = SampleGenerators(int(seed) * 1_000_003 + epoch, index.tolist())
-        logits = net(noise_augment(x, sigma, gen))
+    def loss(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, epoch: int) -> tuple[Tensor, Tensor | None]:
+        gen = SampleGenerators(int(self.seed) * 1_000_003 + epoch, index.tolist())  # as from the start
+        logits = model(noise_augment(x, self.sigma, gen))
         return F.cross_entropy(logits, y), logits
 
-    return train(model, x_train, y_train, seed=seed, batch_loss=batch_loss, **kwargs)
+
+def noise_training(model: nn.Module, x_train: Tensor, y_train: Tensor, *, sigma: float = 0.25,
+                   settings: TrainSettings | None = None, seed: int = 0, device: str | torch.device = "cpu",
+                   x_val: Tensor | None = None, y_val: Tensor | None = None, checkpoint: str | Path | None = None,
+                   resume: bool = False, progress: bool = False) -> list[dict[str, Any]]:
+    """Train the base classifier of randomized smoothing on x + N(0, sigma^2) (Cohen et al. 2019):
+    `sparring.training.train` with the NoiseAugmented objective (fresh noise on every training image).
+
+    Args: sigma the noise std, the one you will certify with; settings, seed, device, x_val, y_val,
+    checkpoint, resume, progress as in train(). Returns train()'s history.
+        >>> history = noise_training(build_model("mnist-small"), x, y, sigma=0.25, settings=TrainSettings(epochs=5))
+        >>> classes, radii = SmoothedClassifier(model.eval(), 0.25, 10).certify(x_test, generator=g)
+    """
+    objective = NoiseAugmented(_number(sigma, "sigma", zero_ok=True), seed)
+    return train(model, x_train, y_train, settings, objective=objective, seed=seed, device=device, x_val=x_val,
+                 y_val=y_val, checkpoint=checkpoint, resume=resume, progress=progress)
 
 
-@DEFENSES.register("randomized-smoothing", kind="certified", differentiable=False, random=True, paper=_COHEN,
-                   params={"sigma": 0.25}, description="certified L2 radius by Gaussian randomized smoothing")
 class SmoothedClassifier:
     """The smoothed classifier g of a base classifier f (Cohen et al. 2019, arXiv:1902.02918).
 
@@ -213,3 +214,18 @@ def certified_accuracy(classes: Tensor, radii: Tensor, y: Tensor, radius: float)
         raise InputError(f"expected classes, radii and labels as 1-D tensors of one length >= 1, got shapes {shapes}")
     return float(((classes == y) & (radii >= radius)).double().mean())
 
+
+def _trained(model: nn.Module, context: Context, params: dict[str, Any]) -> Trained:
+    """The spec's ``train``: the base classifier trained on Gaussian noise at the sigma it will be certified at."""
+    ds = context.dataset
+    x_train, y_train = context.training_data("randomized-smoothing")
+    history = noise_training(model, x_train, y_train, sigma=float(params["sigma"]), settings=context.settings,
+                             seed=context.seed, device=context.device, x_val=ds.x_test, y_val=ds.y_test,
+                             checkpoint=context.checkpoint, resume=context.resume, progress=context.progress)
+    return Trained(model, history)
+
+
+register(DefenseSpec(
+    "randomized-smoothing", kind="certified", differentiable=False, random=True, paper=_COHEN,
+    target=SmoothedClassifier, description="certified L2 radius by Gaussian randomized smoothing",
+    params=(Param("sigma", "float", 0.25, "noise std of training and certification"),), train=_trained))

@@ -11,6 +11,7 @@ arXiv:1802.00420), which the article did not do.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -20,18 +21,24 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import ATTACKS
+from ..config import TrainSettings
 from ..errors import InputError
-from ..rng import SampleGenerators, integers
+from ..rng import SampleGenerators, derive, integers
 from ..threat import Norm, ThreatModel
-from ..train import evaluate_accuracy, train
+from ..training import evaluate_accuracy, train
+from ..util import check_number
 from .bpda import BPDA, Defended
 from .preprocess import GaussianBlur, MedianBlur
+
+log = logging.getLogger(__name__.rpartition(".")[0])
 
 DEFAULT_FILTERS: tuple[tuple[str, float], ...] = (
     ("gaussian", 0.0), ("gaussian", 0.5), ("gaussian", 1.0), ("gaussian", 1.5), ("gaussian", 2.0),
     ("median", 3), ("median", 5))
 #: The article's attack: update_rate 0.1, 1000 steps, toward y_obj, loss = the output of y_obj.
 ARTICLE_ATTACK: dict[str, Any] = {"steps": 1000, "step_size": 0.1, "targeted": True, "loss": "logit"}
+#: How filter_sweep trains each setting by default.
+SWEEP_TRAINING = TrainSettings(epochs=10, batch_size=64, optimizer="adam", lr=1e-3, weight_decay=5e-4)
 ROW_KEYS = ("setting", "filter", "value", "clean_accuracy", "n_attack", "n_attacked", "success_rate",
             "robust_accuracy", "eps", "mean_l2", "median_l2", "score", "best", "bpda", "train_s", "attack_s", "model")
 
@@ -61,15 +68,11 @@ def _check_filters(filters: Sequence[tuple[str, float]]) -> list[tuple[str, floa
 
 
 def _check_count(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{name}: expected an integer >= {minimum}, got {value!r}")
-    return value
+    return int(check_number(value, name, integer=True, low=minimum))
 
 
 def _check_eps(eps: Any) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < math.inf:
-        raise InputError(f"eps: expected a finite number > 0 (L2), got {eps!r}")
-    return float(eps)
+    return float(check_number(eps, "eps (L2)", low=0, low_open=True))
 
 
 def _article_attack(defended: Defended, x: Tensor, y: Tensor, fn: Callable[..., Tensor],
@@ -81,7 +84,7 @@ def _article_attack(defended: Defended, x: Tensor, y: Tensor, fn: Callable[..., 
     k = logits.shape[1]
     targeted = bool(params.get("targeted", False))
     # target = a random wrong class per image, keyed by (seed, image index): independent of batching
-    targets = (y + integers(SampleGenerators(seed, range(len(x))), 1, k, len(x), x.device)) % k
+    targets = (y + integers(SampleGenerators(derive(seed, "sweep targets"), range(len(x))), 1, k, len(x), x.device)) % k
     success = torch.zeros_like(correct)
     dist = torch.full((len(x),), math.nan, dtype=x.dtype, device=x.device)
     rows = correct.nonzero().flatten()
@@ -98,9 +101,8 @@ def _article_attack(defended: Defended, x: Tensor, y: Tensor, fn: Callable[..., 
 def filter_sweep(build_model: Callable[[], nn.Module], x_train: Tensor, y_train: Tensor, x_test: Tensor,
                  y_test: Tensor, *, filters: Sequence[tuple[str, float]] = DEFAULT_FILTERS,
                  attack: str | Callable[..., Tensor] = "iterative-l2", attack_params: Mapping[str, Any] | None = None,
-                 eps: float = 1.0, epochs: int = 10, batch_size: int = 64, optimizer: str = "adam", lr: float = 1e-3,
-                 seed: int = 0, device: str | torch.device = "cpu", n_attack: int = 100,
-                 log: Callable[[str], Any] | None = None) -> list[dict[str, Any]]:
+                 eps: float = 1.0, settings: TrainSettings | None = None, seed: int = 0,
+                 device: str | torch.device = "cpu", n_attack: int = 100) -> list[dict[str, Any]]:
     """Retrain one Defended(filter, model) per setting; rank the settings by the blur article's score.
 
     Jezequel, "Protecting networks against adversarial attacks" (blog, shared/seeds/000_421514ffc245d9b2.txt).
@@ -120,7 +122,8 @@ def filter_sweep(build_model: Callable[[], nn.Module], x_train: Tensor, y_train:
             or ("median", odd window) pairs, all checked before any training.
         attack, attack_params: a registered name or a callable; "iterative-l2" starts from ARTICLE_ATTACK.
         eps: L2 radius of robust_accuracy (share of the n_attack images right after the attack,
-            successes beyond eps not counted). epochs, batch_size, optimizer, lr, seed, device: train()'s.
+            successes beyond eps not counted). settings: train()'s TrainSettings (default SWEEP_TRAINING);
+            seed, device: train()'s. Each setting's row is logged (logger "sparring.defenses").
     Returns:
         One dict per setting (keys ROW_KEYS), sorted by score, best first (nan last), "best" marking
         the first; "model" is the trained Defended, in eval mode on device.
@@ -148,8 +151,7 @@ def filter_sweep(build_model: Callable[[], nn.Module], x_train: Tensor, y_train:
             raise InputError(f"build_model: expected an nn.Module, got {type(net).__name__}")
         defended = Defended(filt, net)
         tick = time.perf_counter()
-        train(defended, x_train, y_train, epochs=epochs, batch_size=batch_size, optimizer=optimizer, lr=lr,
-              seed=seed, device=dev, progress=False)
+        train(defended, x_train, y_train, SWEEP_TRAINING if settings is None else settings, seed=seed, device=dev)
         clean = evaluate_accuracy(defended, x_test, y_test, device=dev)
         train_s, tick = time.perf_counter() - tick, time.perf_counter()
         correct, success, dist = _article_attack(defended, x_att, y_att, fn, params, seed)
@@ -164,30 +166,29 @@ def filter_sweep(build_model: Callable[[], nn.Module], x_train: Tensor, y_train:
                      "score": clean * mean_l2, "best": False,
                      "bpda": isinstance(defended.for_attack().preprocess, BPDA),
                      "train_s": train_s, "attack_s": time.perf_counter() - tick, "model": defended})
-        if log is not None:
-            r = rows[-1]
-            log(f"{r['setting']}: clean {100 * clean:.2f}%, success {100 * r['success_rate']:.1f}%, mean L2 "
-                f"{mean_l2:.3f}, robust@{eps:g} {100 * r['robust_accuracy']:.1f}%, score {r['score']:.4f} "
-                f"({train_s:.1f}s + {r['attack_s']:.1f}s)")
+        r = rows[-1]
+        log.info(f"{r['setting']}: clean {100 * clean:.2f}%, success {100 * r['success_rate']:.1f}%, mean L2 "
+                 f"{mean_l2:.3f}, robust@{eps:g} {100 * r['robust_accuracy']:.1f}%, score {r['score']:.4f} "
+                 f"({train_s:.1f}s + {r['attack_s']:.1f}s)")
     rows.sort(key=lambda r: -r["score"] if math.isfinite(r["score"]) else math.inf)
     rows[0]["best"] = math.isfinite(rows[0]["score"])
     return rows
 
 
 def honest_check(defended: Defended | Mapping[str, Any], x: Tensor, y: Tensor, *, eps: float | None = None,
-                 attacks: Sequence[str] | None = None, steps: int = 50, restarts: int = 1, samples: int = 10,
+                 attacks: Sequence[str] | None = None, steps: int = 50, restarts: int = 1, draws: int = 10,
                  seed: int = 0) -> dict[str, Any]:
     """Robust accuracy of a defended model at L2 eps under BPDA / EOT-aware attacks, worst case per image.
 
     The number the blur article (Jezequel, shared/seeds/000_421514ffc245d9b2.txt) never gave: untargeted budget
     attacks through defended.for_attack() (BPDA for the non-differentiable median, Athalye et al.
-    2018, arXiv:1802.00420), plus EOT-PGD (arXiv:1707.07397, transform "none", `samples` draws of
+    2018, arXiv:1802.00420), plus EOT-PGD (arXiv:1707.07397, transform "none", `draws` draws of
     the defense's own randomness) when the defense is random; success is judged by the real model.
     Args:
         defended: a Defended, or a row of filter_sweep (its "model"; its "eps" when eps is None).
         x, y: images in [0, 1] on the model's device and labels, e.g. the sweep's first n_attack.
         attacks: registered names; default ("pgd", "apgd") and "eot-pgd" if the model is random.
-        steps, restarts (pgd, apgd), samples (eot-pgd), seed (per-image generators).
+        steps, restarts (pgd, apgd), draws (eot-pgd), seed (per-image generators).
     Returns:
         {"eps", "clean_accuracy", "robust_accuracy" (worst case over the attacks), "per_attack"
         {name: robust accuracy}, "bpda", "eot", "attacks"}.
@@ -201,7 +202,7 @@ def honest_check(defended: Defended | Mapping[str, Any], x: Tensor, y: Tensor, *
     if not isinstance(defended, Defended):
         raise InputError(f"expected a Defended model or a filter_sweep row, got {type(defended).__name__}")
     eps = _check_eps(eps)
-    for name, value in (("steps", steps), ("restarts", restarts), ("samples", samples)):
+    for name, value in (("steps", steps), ("restarts", restarts), ("draws", draws)):
         _check_count(name, value)
     _check_count("seed", seed, 0)
     names = tuple(attacks) if attacks is not None else ("pgd", "apgd") + (("eot-pgd",) if defended.random else ())
@@ -215,8 +216,9 @@ def honest_check(defended: Defended | Mapping[str, Any], x: Tensor, y: Tensor, *
     with torch.no_grad():
         still = defended(x).argmax(1) == y
     clean, per_attack = int(still.sum()) / len(x), {}
-    options = {"pgd": {"steps": steps, "restarts": restarts}, "apgd": {"steps": steps, "restarts": restarts},
-               "eot-pgd": {"steps": steps, "samples": samples, "transform": "none"}}
+    options: dict[str, dict[str, Any]] = {"pgd": {"steps": steps, "restarts": restarts},
+                                          "apgd": {"steps": steps, "restarts": restarts},
+               "eot-pgd": {"steps": steps, "draws": draws, "transform": "none"}}
     for name, fn in fns.items():
         x_adv = fn(target, x, y, threat=threat, generator=SampleGenerators(seed, range(len(x))),
                    **options.get(name, {"steps": steps}))
@@ -228,4 +230,5 @@ def honest_check(defended: Defended | Mapping[str, Any], x: Tensor, y: Tensor, *
             "per_attack": per_attack, "bpda": target is not defended, "eot": "eot-pgd" in names, "attacks": names}
 
 
-__all__ = ["ARTICLE_ATTACK", "DEFAULT_FILTERS", "ROW_KEYS", "filter_sweep", "honest_check", "make_filter"]
+__all__ = ["ARTICLE_ATTACK", "DEFAULT_FILTERS", "ROW_KEYS", "SWEEP_TRAINING", "filter_sweep", "honest_check",
+           "make_filter"]
