@@ -1,6 +1,7 @@
-"""Evaluation: the runner, metrics, pass counting."""
+"""Evaluation: the runner, attack specs, metrics, pass counting, the audit, detection and certification."""
 
-from .counting import Counter, CountingModel, frozen
+from ..util import frozen
+from .counting import Counter, CountingModel
 from .runner import evaluate, predict
 from .specs import AttackSpec, choose_targets
 

@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..attacks import fgsm, pgd, square
-from ..attacks.eot import eot
-from ..defenses.bpda import is_differentiable, is_random
+from ..attacks import eot, fgsm, pgd, square
+from ..attacks.losses import margin
+from ..defenses import is_differentiable, is_random
 from ..errors import InputError
 from ..precision import with_exact_float32
-from ..rng import SampleGenerators
+from ..rng import SampleGenerators, derive
 from ..threat import Norm, ThreatModel
 from .masking import attackable, zero_gradient_layers
 from .runner import predict
@@ -52,7 +52,8 @@ def _chunked(run: Any, x: Tensor, y: Tensor, batch_size: int) -> Tensor:
                       for i in range(0, len(x), batch_size)])
 
 
-def _static_checks(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) -> tuple[list[dict[str, str]], set[str]]:
+def _static_checks(model: nn.Module, x: Tensor, y: Tensor,
+                   threat: ThreatModel) -> tuple[list[dict[str, str]], set[str]]:
     checks, fixes = [], set()
     lo, hi = threat.bounds
     xb = x[: min(len(x), 32)]
@@ -80,7 +81,8 @@ def _static_checks(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel) 
                              f"batch of 1 vs {len(xb)}: logits differ by up to {gap:.3g}"))
     probs = bool((a >= 0).all() and (a <= 1).all() and torch.allclose(a.sum(1), torch.ones(len(a)), atol=1e-3))
     checks.append(_check("outputs are logits", "fail" if probs else "pass",
-                         "rows are in [0, 1] and sum to 1" if probs else f"logits in [{float(a.min()):.3g}, {float(a.max()):.3g}]",
+                         "rows are in [0, 1] and sum to 1" if probs
+                         else f"logits in [{float(a.min()):.3g}, {float(a.max()):.3g}]",
                          "the model returns probabilities: cross-entropy on them saturates" if probs else "",
                          "margin loss" if probs else ""))
     if probs:
@@ -102,8 +104,7 @@ def _gradient_checks(model: nn.Module, x: Tensor, y: Tensor) -> tuple[list[dict[
         (g_ce,) = torch.autograd.grad(nn.functional.cross_entropy(logits, yb, reduction="sum"), xb)
         xb2 = xb.detach().clone().requires_grad_(True)
         z = model(xb2)
-        other = z.scatter(1, yb[:, None], float("-inf")).amax(1)
-        (g_m,) = torch.autograd.grad((other - z.gather(1, yb[:, None]).squeeze(1)).sum(), xb2)
+        (g_m,) = torch.autograd.grad(margin(z, yb, False).sum(), xb2)
     nan = int((~torch.isfinite(g_ce)).flatten(1).any(1).sum())
     zero_ce = int((g_ce.flatten(1).abs().amax(1) == 0).sum())
     zero_m = int((g_m.flatten(1).abs().amax(1) == 0).sum())
@@ -128,10 +129,10 @@ def _gradient_checks(model: nn.Module, x: Tensor, y: Tensor) -> tuple[list[dict[
 
 
 def _attack(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, steps: int, restarts: int = 1,
-            loss: str = "ce", random: bool = False, samples: int = 10, seed: int = 0, batch_size: int = 256) -> Tensor:
-    """PGD in chunks with per-sample streams; on a random model, EOT over `samples` draws per step and
+            loss: str = "ce", random: bool = False, draws: int = 10, seed: int = 0, batch_size: int = 256) -> Tensor:
+    """PGD in chunks with per-sample streams; on a random model, EOT over `draws` draws per step and
     every step on every sample (a restart is a fresh run kept where the first one failed)."""
-    run = eot(pgd, "none", samples=samples) if random else pgd
+    run = eot(pgd, "none", draws=draws) if random else pgd
     outs = []
     for i in range(0, len(x), batch_size):
         xs, ys, rows = x[i : i + batch_size], y[i : i + batch_size], range(i, min(i + batch_size, len(x)))
@@ -147,7 +148,7 @@ def _attack(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, step
             if not bool(left.any()):
                 break
             again = run(model, xs, ys, threat=threat, steps=steps, loss=loss, early_stop=False,
-                        generator=SampleGenerators(seed + 7919 * r, rows)).detach()
+                        generator=SampleGenerators(derive(seed, "audit restart", r), rows)).detach()
             best = torch.where(left[:, None, None, None], again, best)
         outs.append(best)
     return torch.cat(outs)
@@ -155,8 +156,9 @@ def _attack(model: nn.Module, x: Tensor, y: Tensor, threat: ThreatModel, *, step
 
 @with_exact_float32  # IEEE float32 and deterministic kernels on a GPU, as the runner's attacks
 def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: Sequence[float] | None = None,
-          steps: int = 20, restarts: int = 1, square_queries: int = 500, surrogate: nn.Module | None = None, adaptive: bool | None = None,
-          eot_samples: int = 10, seed: int = 0, batch_size: int = 256) -> dict[str, Any]:
+          steps: int = 20, restarts: int = 1, square_queries: int = 500, surrogate: nn.Module | None = None,
+          adaptive: bool | None = None,
+          eot_draws: int = 10, seed: int = 0, batch_size: int = 256) -> dict[str, Any]:
     """Audit the robustness evaluation of `model` on (x, y) under `threat` (its eps is the largest).
 
     Checks (each pass / warn / fail / skip with its evidence, cause and fix): eval mode; inputs within bounds;
@@ -165,10 +167,11 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
     a saturated softmax (then the margin loss); robust accuracy non-increasing in eps; iterative no weaker
     than single-step per sample; an unbounded attack reaches chance; convergence (twice the steps and twice
     the restarts, at least 2, move accuracy < 0.5 points); Square (black-box) and transfer from `surrogate` never beat
-    white-box per sample (more than 1% of the samples fooled by them and by neither PGD run fails); examples still adversarial after 8-bit rounding; targets never the true label.
+    white-box per sample (more than 1% of the samples fooled by them and by neither PGD run fails); examples
+    still adversarial after 8-bit rounding; targets never the true label.
     The naive attack is PGD with `steps` steps and `restarts` restarts (the evaluation being audited).
     When a check fails for a masking cause (adaptive=None) or always (adaptive=True), PGD is re-run with the
-    fixes found: BPDA (declared surrogates, identity through zero-gradient layers), EOT over `eot_samples`
+    fixes found: BPDA (declared surrogates, identity through zero-gradient layers), EOT over `eot_draws`
     draws, margin loss, 3 restarts and twice the steps. Returns {"checks", "eps", "naive", "adaptive",
     "changes", "verdict"}: naive/adaptive map eps -> robust accuracy (adaptive: per sample, robust to both).
         >>> report = audit(model, x, y, threat=ThreatModel(Norm.LINF, 0.3), eps=[0.1, 0.2, 0.3])
@@ -181,8 +184,8 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
     eps = sorted({float(e) for e in (eps or [threat.eps])} | {float(threat.eps)})
     model = model.eval()
     checks, fixes = _static_checks(model, x, y, threat)
-    more, grad_fixes = _gradient_checks(model, x, y)
-    checks += more
+    grad_checks, grad_fixes = _gradient_checks(model, x, y)
+    checks += grad_checks
     fixes |= grad_fixes
     random, n = "eot" in fixes, len(x)
     # Every prediction below is a fresh forward pass: on a random model each one is a new draw, part of
@@ -209,15 +212,16 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
              "margin loss, restarts", {"margin", "restarts"})
     lo, hi = threat.bounds
     big = (hi - lo) if threat.norm is Norm.LINF else (hi - lo) * math.sqrt(x[0].numel())
-    x_big = _attack(model, x, y, ThreatModel(threat.norm, big, threat.bounds), steps=steps, seed=seed + 1,
-                    batch_size=batch_size, random=random, samples=eot_samples)
+    x_big = _attack(model, x, y, ThreatModel(threat.norm, big, threat.bounds), steps=steps,
+                    seed=derive(seed, "audit", "unbounded"), batch_size=batch_size, random=random, draws=eot_draws)
     acc_big = float((clean & (_predict(model, x_big, batch_size) == y)).float().mean())
     _symptom(checks, fixes, "unbounded attack reaches chance", acc_big > 1.0 / k + 0.05,
              f"{100 * acc_big:.1f}% robust at eps {big:.3g} (the whole box), chance {100 / k:.1f}%",
              "even an unlimited perturbation does not fool the model: gradients are masked", "BPDA, margin loss",
              {"margin", "restarts"})
     more = max(2, 2 * restarts)
-    x_long = _attack(model, x, y, threat, steps=2 * steps, restarts=more, seed=seed + 2, batch_size=batch_size)
+    x_long = _attack(model, x, y, threat, steps=2 * steps, restarts=more, seed=derive(seed, "audit", "convergence"),
+                     batch_size=batch_size)
     fooled_white = fooled_pgd | (_predict(model, x_long, batch_size) != y)  # by either white-box run
     acc_long = float((clean & ~fooled_white).float().mean())
     _symptom(checks, fixes, "convergence", naive[threat.eps] - acc_long > 0.005,
@@ -225,14 +229,17 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
              f"for PGD-{steps}" + (f" x {restarts} restarts" if restarts > 1 else ""),
              "the attack has not converged", "more steps and restarts", {"restarts"}, status="warn")
     x_sq = _chunked(lambda xs, ys, rows: square(model, xs, ys, threat=threat, queries=square_queries,
-                                                generator=SampleGenerators(seed + 3, rows)), x, y, batch_size)
+                                                generator=SampleGenerators(derive(seed, "audit", "square"), rows)),
+                   x, y, batch_size)
     only_sq = int((clean & (_predict(model, x_sq, batch_size) != y) & ~fooled_white).sum())
     _symptom(checks, fixes, "black-box no better than white-box", only_sq > max(1, n // 100),
              f"{only_sq} samples fooled by Square ({square_queries} queries) but by neither PGD-{steps} "
-             f"nor PGD-{2 * steps} x {more} restarts", "gradients mislead the white-box attack", "BPDA, EOT, margin loss",
+             f"nor PGD-{2 * steps} x {more} restarts", "gradients mislead the white-box attack",
+             "BPDA, EOT, margin loss",
              {"margin", "restarts"})
     if surrogate is not None:
-        x_t = _attack(surrogate.eval(), x, y, threat, steps=steps, seed=seed + 4, batch_size=batch_size)
+        x_t = _attack(surrogate.eval(), x, y, threat, steps=steps, seed=derive(seed, "audit", "transfer"),
+                      batch_size=batch_size)
         only_t = int((clean & (_predict(model, x_t, batch_size) != y) & ~fooled_white).sum())
         _symptom(checks, fixes, "transfer no better than white-box", only_t > max(1, n // 100),
                  f"{only_t} samples fooled by examples crafted on the surrogate but by no white-box run",
@@ -255,18 +262,20 @@ def audit(model: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel, eps: S
                          f"{same} targets equal to the label over random, least-likely and next"))
     masked = any(c["status"] == "fail" for c in checks)
     result: dict[str, Any] = {"checks": checks, "eps": eps, "naive": naive, "adaptive": None, "changes": [],
-                              "verdict": "fail" if masked else ("warn" if any(c["status"] == "warn" for c in checks) else "pass")}
+                              "verdict": "fail" if masked else
+                              ("warn" if any(c["status"] == "warn" for c in checks) else "pass")}
     if adaptive is False or (adaptive is None and not fixes):
         return result
     target, changes = attackable(model, x[: min(n, 32)]) if "bpda" in fixes or adaptive else (model, [])
     loss = "margin" if fixes & {"margin", "bpda", "restarts"} or adaptive else "ce"
     again = max(3, restarts) if "restarts" in fixes or adaptive else restarts
-    changes += [f"loss {loss}", f"{2 * steps} steps", f"{again} restarts"] + ([f"EOT over {eot_samples} draws"] if random else [])
+    changes += [f"loss {loss}", f"{2 * steps} steps", f"{again} restarts"]
+    changes += [f"EOT over {eot_draws} draws"] if random else []
     out = {}
     for e in eps:
         t = ThreatModel(threat.norm, e, threat.bounds)
         x_adv = _attack(target, x, y, t, steps=2 * steps, restarts=again, loss=loss, random=random,
-                        samples=eot_samples, seed=seed + 5, batch_size=batch_size)
+                        draws=eot_draws, seed=derive(seed, "audit", "adaptive"), batch_size=batch_size)
         both = clean & (_predict(model, x_adv, batch_size) == y) & (_predict(model, naive_adv[e], batch_size) == y)
         if e == threat.eps:  # the black-box examples were made at this eps: robust only if robust to all
             both &= _predict(model, x_sq, batch_size) == y

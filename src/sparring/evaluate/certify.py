@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from ..defenses.smoothing import SmoothedClassifier, certified_accuracy, clopper_pearson_lower
+from ..defenses import SmoothedClassifier, certified_accuracy, clopper_pearson_lower
 from ..errors import InputError
 from ..rng import SampleGenerators
 

@@ -1,9 +1,7 @@
-"""Count forward and backward passes (in samples) through a model, and freeze it for attacks."""
+"""Count forward and backward passes (in samples) through a model."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,12 +19,12 @@ class Counter:
 
 class _CountBackward(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, logits: Tensor, counter: Counter) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, logits: Tensor, counter: Counter) -> Tensor:
         ctx.counter = counter
         return logits.view_as(logits)
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
         ctx.counter.backward += grad.shape[0]
         return grad, None
 
@@ -50,19 +48,3 @@ class CountingModel(nn.Module):
         if out.requires_grad:
             out = _CountBackward.apply(out, self.counter)
         return out
-
-
-@contextmanager
-def frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode and parameters without requires_grad for the duration; restored afterwards."""
-    was_training = model.training
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    model.eval()
-    for p, _ in flags:
-        p.requires_grad_(False)
-    try:
-        yield model
-    finally:
-        for p, flag in flags:
-            p.requires_grad_(flag)
-        model.train(was_training)

@@ -12,9 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from ..attacks import ATTACKS, pgd
-from ..defenses.detection import DetectorGuard, detection_rate_at_fpr, roc_auc, threshold_at_fpr
+from ..defenses import Detector, DetectorGuard, detection_rate_at_fpr, roc_auc, threshold_at_fpr
 from ..errors import InputError
-from ..rng import SampleGenerators
+from ..rng import SampleGenerators, derive
 from ..threat import ThreatModel
 from .runner import predict
 
@@ -31,7 +31,8 @@ def joint_attack(guard: DetectorGuard, x: Tensor, y: Tensor, *, threat: ThreatMo
     `targets` likeliest wrong classes of each clean image in turn, through guard.for_attack() (BPDA for a
     non-differentiable detector). Per sample: the first example that is classified as its target and not
     flagged, else the last one tried (Carlini & Wagner 2017, arXiv:1705.07263). Random starts: row i
-    uses SampleGenerators(seed + 2 + k, [offset + i]) for its k-th target, so chunking changes nothing.
+    uses SampleGenerators(derive(seed, "joint attack", k), [offset + i]) for its k-th target, so chunking
+    changes nothing.
         >>> x_adv = joint_attack(DetectorGuard(model, det), x, y, threat=ThreatModel(Norm.LINF, 0.3))
     """
     if isinstance(targets, bool) or not isinstance(targets, int) or targets < 1:
@@ -45,13 +46,14 @@ def joint_attack(guard: DetectorGuard, x: Tensor, y: Tensor, *, threat: ThreatMo
         if len(rows) == 0:
             break
         x_adv = pgd(attackable, x[rows], order[rows, k], threat=threat, steps=steps, step_size=step_size,
-                    targeted=True, loss="margin", generator=SampleGenerators(seed + 2 + k, (rows + offset).tolist())).detach()
+                    targeted=True, loss="margin",
+                    generator=SampleGenerators(derive(seed, "joint attack", k), (rows + offset).tolist())).detach()
         best[rows] = x_adv
         done[rows] = guard.fooled(x_adv, y[rows])
     return best
 
 
-def detection_report(model: nn.Module, detector: nn.Module, x: Tensor, y: Tensor, *, threat: ThreatModel,
+def detection_report(model: nn.Module, detector: Detector, x: Tensor, y: Tensor, *, threat: ThreatModel,
                      attack: str = "pgd", attack_params: dict[str, Any] | None = None, fpr: float = 0.05,
                      joint: bool = True, joint_targets: int = 3, seed: int = 0,
                      batch_size: int = 256) -> dict[str, Any]:
@@ -59,7 +61,8 @@ def detection_report(model: nn.Module, detector: nn.Module, x: Tensor, y: Tensor
     the detector). Rows: the attack on the classifier alone, then (joint=True) joint_attack with the
     attack's steps and step_size. Each row: classifier accuracy on the examples, ROC AUC, detection rate
     at the threshold, and "evaded": the fraction misclassified and not flagged (what an attacker wants).
-    Random starts come from SampleGenerators(seed + 1, range(N)), so a row does not depend on batching.
+    Random starts come from SampleGenerators(derive(seed, "detection attack"), range(N)), so a row does not
+    depend on batching.
         >>> report = detection_report(model, FeatureSqueezing(model, bits=1), x, y,
         ...                           threat=ThreatModel(Norm.LINF, 0.3), attack_params={"steps": 40})
         >>> report["rows"][0]["auc"]
@@ -72,7 +75,8 @@ def detection_report(model: nn.Module, detector: nn.Module, x: Tensor, y: Tensor
     detector.threshold = threshold_at_fpr(clean, fpr)
     guard = DetectorGuard(model, detector)
     parts = [fn(model, x[i : i + batch_size], y[i : i + batch_size], threat=threat,
-                generator=SampleGenerators(seed + 1, range(i, min(i + batch_size, len(x)))), **params).detach()
+                generator=SampleGenerators(derive(seed, "detection attack"), range(i, min(i + batch_size, len(x)))),
+                **params).detach()
              for i in range(0, len(x), batch_size)]  # fmt: skip
     examples = [("attack on the classifier", torch.cat(parts))]
     if joint:

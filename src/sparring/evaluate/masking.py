@@ -14,7 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..defenses.bpda import is_differentiable
+from ..defenses import is_differentiable
+from ..util import attack_view
 
 __all__ = ["StraightThrough", "attackable", "zero_gradient_layers"]
 
@@ -81,8 +82,8 @@ def attackable(model: nn.Module, x: Tensor) -> tuple[nn.Module, list[str]]:
     """
     changes: list[str] = []
     target = model
-    if hasattr(model, "for_attack") and not is_differentiable(model):
-        target = model.for_attack()
+    if not is_differentiable(model) and attack_view(model) is not model:
+        target = attack_view(model)
         changes.append("BPDA with the declared surrogates (for_attack)")
     names = zero_gradient_layers(target, x)
     if names:

@@ -7,13 +7,14 @@ their gradients. `planted(name, net)` builds each around a trained network.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from ..defenses import Defended, GaussianNoise, MedianBlur
-from ..errors import UnknownNameError
+from ..registry import Registry
 
 __all__ = ["PLANTED", "KillGradient", "Quantize", "planted"]
 
@@ -47,26 +48,21 @@ class KillGradient(nn.Module):
         return _Zero.apply(x)
 
 
-#: name -> what it is
-PLANTED = {
-    "quantization": "input rounded to 5 grey levels (does not declare itself non-differentiable)",
-    "gradient-killer": "identity forward, zero backward (undeclared)",
-    "noise": "Gaussian noise sigma 0.3 on the input at test time (declared random)",
-    "median": "median filter 3x3 (declared non-differentiable, with a BPDA surrogate)",
-}
+#: The planted defenses: name -> builder(net) of the broken model; meta "what" says what it is.
+PLANTED: Registry[Callable[[nn.Module], nn.Module]] = Registry("planted defense")
+PLANTED.register("quantization", what="input rounded to 5 grey levels (does not declare itself non-differentiable)")(
+    lambda net: nn.Sequential(Quantize(4), net))
+PLANTED.register("gradient-killer", what="identity forward, zero backward (undeclared)")(
+    lambda net: nn.Sequential(KillGradient(), net))
+PLANTED.register("noise", what="Gaussian noise sigma 0.3 on the input at test time (declared random)")(
+    lambda net: nn.Sequential(GaussianNoise(0.3), net))
+PLANTED.register("median", what="median filter 3x3 (declared non-differentiable, with a BPDA surrogate)")(
+    lambda net: Defended(MedianBlur(3), net))
 
 
 def planted(name: str, net: nn.Module) -> nn.Module:
-    """The broken defense `name` (a key of PLANTED) around `net`, in eval mode.
+    """The broken defense `name` (a name of PLANTED) around `net`, in eval mode.
         >>> model = planted("gradient-killer", net)
         >>> audit(model, x, y, threat=ThreatModel(Norm.LINF, 0.1))["verdict"]  # 'fail'
     """
-    if name == "quantization":
-        return nn.Sequential(Quantize(4), net).eval()
-    if name == "gradient-killer":
-        return nn.Sequential(KillGradient(), net).eval()
-    if name == "noise":
-        return nn.Sequential(GaussianNoise(0.3), net).eval()
-    if name == "median":
-        return Defended(MedianBlur(3), net).eval()
-    raise UnknownNameError(f"expected a planted defense ({', '.join(PLANTED)}), got {name!r}")
+    return PLANTED.get(name)(net).eval()

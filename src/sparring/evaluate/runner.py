@@ -8,6 +8,7 @@ taken from `done` and not recomputed, so a killed run resumes where it stopped.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -20,13 +21,13 @@ from ..attacks import ATTACKS
 from ..distributed import Dist, current
 from ..errors import InputError
 from ..precision import autocast, check_precision, exact_float32
+from ..records import Record
 from ..rng import SampleGenerators
 from ..threat import ThreatModel
-from .counting import Counter, CountingModel, frozen
+from ..util import attack_view, frozen, write_atomic
+from .counting import Counter, CountingModel
 from .metrics import confidence, confusion, pack_mask, perturbation_norms, rate, summarize, unpack_mask
 from .specs import AttackSpec, choose_targets
-
-Record = dict[str, Any]
 
 
 def predict(model: nn.Module, x: Tensor, batch_size: int, device: torch.device) -> Tensor:
@@ -53,7 +54,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
         >>> records = evaluate(model, x, y, [AttackSpec("pgd", Norm.LINF, (("8/255", 8 / 255),))])
     """
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
-        raise InputError(f"expected as many labels as images (and at least one), got {x.shape[0]} images, {y.shape[0]} labels")
+        raise InputError(f"expected as many labels as images (and at least one), got {x.shape[0]} images, "
+                         f"{y.shape[0]} labels")
     device = torch.device(device)
     dist = dist or current()
     check_precision(precision)
@@ -77,7 +79,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
         pred, conf = confidence(logits)
         correct = pred == y
         if int(y.min()) < 0 or int(y.max()) >= logits.shape[1]:
-            raise InputError(f"expected labels in [0, {logits.shape[1] - 1}], got values in [{int(y.min())}, {int(y.max())}]")
+            raise InputError(f"expected labels in [0, {logits.shape[1] - 1}], got values in "
+                             f"[{int(y.min())}, {int(y.max())}]")
         emit({"kind": "clean", "cell": "clean", "n": len(y), "n_correct": int(correct.sum()),
               "accuracy": int(correct.sum()) / len(y), "mean_confidence": float(conf.mean()),
               "confusion": confusion(y, pred, logits.shape[1]), "time_s": time.perf_counter() - tick})
@@ -87,7 +90,8 @@ def evaluate(model: nn.Module, x: Tensor, y: Tensor, attacks: list[AttackSpec], 
                               done, dist, precision)
             for (label, _), rec in zip(spec.eps, new):  # each cell is written as soon as it is done
                 emit(rec)
-                robust_by.setdefault((spec.norm.value, label), []).append((spec.label, unpack_mask(rec["robust_bits"], len(y))))
+                mask = unpack_mask(rec["robust_bits"], len(y))
+                robust_by.setdefault((spec.norm.value, label), []).append((spec.label, mask))
         for (norm, label), pairs in robust_by.items():
             eps = next(e for s in attacks for lab, e in s.eps if lab == label and s.norm.value == norm)
             robust = torch.stack([m for _, m in pairs]).all(dim=0)
@@ -107,24 +111,35 @@ def _run_attack(model: nn.Module, x: Tensor, y: Tensor, clean_logits: Tensor, co
     fn = ATTACKS.get(spec.name)
     # a defended model with a non-differentiable part gives attacks its BPDA version (same forward values);
     # success is always judged on the real model
-    attacked = model.for_attack() if callable(getattr(model, "for_attack", None)) else model
+    attacked = attack_view(model)
     rows = correct.nonzero().flatten()
     minimal = spec.kind == "minimal"
     targets = y
     if spec.targeted:
         targets = choose_targets(clean_logits, y, spec.target, seed, torch.arange(len(y)))
 
+    kwargs = spec.call_kwargs()
+    for key in spec.model_params:  # the runner, not the attack, puts models on the device (frozen as the target)
+        value = kwargs.get(key)
+        if isinstance(value, nn.Module):
+            kwargs[key] = value.to(device).eval()
+        elif isinstance(value, list):
+            kwargs[key] = [m.to(device).eval() for m in value]
+
     def run(eps: float) -> tuple[Tensor, Counter, float]:
         threat = ThreatModel(spec.norm, eps)
         counter = Counter()
         counted = CountingModel(attacked, counter)
-        batches = dist.batches(rows, batch_size)  # under torchrun this process's share of the batches
+        if spec.batch_dependent:  # one call over every sample (rank 0's), so nothing depends on batch_size
+            batches = [rows] if dist.main and len(rows) else []
+        else:
+            batches = dist.batches(rows, batch_size)  # under torchrun this process's share of the batches
         outs = []
         tick = time.perf_counter()
         for idx in batches:
             with autocast(device, precision):
                 out = fn(counted, x[idx].to(device), targets[idx].to(device), threat=threat,
-                         generator=SampleGenerators(seed, idx), **spec.call_kwargs())
+                         generator=SampleGenerators(seed, idx), **kwargs)
             outs.append(out.detach().cpu().to(x.dtype))
         mine = torch.cat(batches) if batches else rows[:0]
         x_mine = torch.cat(outs) if outs else x[:0]
@@ -185,12 +200,11 @@ def _save_gallery(gallery_dir: Path, spec: AttackSpec, index: int, x: Tensor, x_
                   device: torch.device, size: int) -> str:
     rows = correct.nonzero().flatten()[:size]
     clean_pred, clean_conf = confidence(predict(model, x[rows], batch_size, device))
-    gallery_dir.mkdir(parents=True, exist_ok=True)
     name = f"{spec.label}-{spec.norm.value}__eps{index}.pt"
-    tmp = gallery_dir / f".{name}.tmp"
+    buffer = io.BytesIO()
     torch.save({"x": x[rows].float(), "x_adv": x_adv[rows].float(), "y": y[rows], "pred_clean": clean_pred,
-                "pred_adv": pred[rows], "conf_clean": clean_conf, "conf_adv": conf[rows], "index": rows}, tmp)
-    tmp.replace(gallery_dir / name)
+                "pred_adv": pred[rows], "conf_clean": clean_conf, "conf_adv": conf[rows], "index": rows}, buffer)
+    write_atomic(gallery_dir / name, buffer.getvalue())
     return f"{gallery_dir.name}/{name}"
 
 

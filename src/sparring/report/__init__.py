@@ -7,17 +7,38 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from ..util import write_atomic
+from .analysis import confusion_blocks, latent_figure, matrix_table, norm_figure
 from .audit import audit_blocks
 from .html import render_html
-from .io import Record, Run, load_gallery, load_run, write_atomic
+from .io import Record, Run, load_gallery, load_run
 from .markdown import render_markdown
-from .tables import (Block, Code, Facts, Figure, Heading, Paragraph, clean_table, curve_series, detail_table,
-                     eps_columns, eps_label, eps_value, get, group_records, lines_of, norms_of, number,
-                     robust_table, slug)
-from .analysis import confusion_blocks, latent_figure, matrix_table, norm_figure
+from .plots import accuracy_curve, gallery_grid, image_grid, plot_latent
+from .tables import (
+    Block,
+    Code,
+    Facts,
+    Figure,
+    Heading,
+    Paragraph,
+    clean_table,
+    curve_series,
+    detail_table,
+    eps_columns,
+    eps_label,
+    eps_value,
+    get,
+    group_records,
+    lines_of,
+    norms_of,
+    number,
+    robust_table,
+    slug,
+)
 
-__all__ = ["build_document", "load_run", "write_report"]
+__all__ = ["build_document", "image_grid", "load_run", "plot_latent", "write_report"]
 
 MAX_GALLERIES = 6
 MAX_SAMPLES = 8
@@ -86,11 +107,9 @@ def short(value: object, length: int = 12) -> str:
 
 def build_document(run: Run) -> list[Block]:
     """The report as renderer-neutral blocks (headings, facts, tables, figures)."""
-    from .plots import accuracy_curve  # matplotlib only when a report is made
-
     groups = group_records(run.records)
     over = str(get(run.config, "evaluate", "over") or "all")
-    classes = run.manifest.get("classes") if isinstance(run.manifest.get("classes"), list) else []
+    classes: list[Any] = listed if isinstance(listed := run.manifest.get("classes"), list) else []
     body: list[Block] = []
     if groups:
         body += [Heading("Clean accuracy"), clean_table(groups)]
@@ -157,9 +176,7 @@ def pick_galleries(records: list[Record], cap: int = MAX_GALLERIES) -> list[Reco
 
 def gallery_figures(run: Run) -> list[Figure]:
     """original / adversarial / difference x10 grids for the picked gallery files."""
-    from .plots import gallery_grid
-
-    classes = run.manifest.get("classes") if isinstance(run.manifest.get("classes"), list) else []
+    classes: list[Any] = listed if isinstance(listed := run.manifest.get("classes"), list) else []
 
     def label(values: dict[str, list], key: str, i: int) -> str:
         k = values[key][i] if key in values and i < len(values[key]) else None

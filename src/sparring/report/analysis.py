@@ -6,8 +6,21 @@ from __future__ import annotations
 import numpy as np
 
 from .io import Record, Run, load_tensors
-from .tables import (Figure, Paragraph, Table, eps_columns, eps_label, eps_value, lines_of, number, over_text, pct,
-                     robust_value, slug)
+from .plots import confusion_pair, latent_scatter, norm_boxes
+from .tables import (
+    Figure,
+    Paragraph,
+    Table,
+    eps_columns,
+    eps_label,
+    eps_value,
+    lines_of,
+    number,
+    over_text,
+    pct,
+    robust_value,
+    slug,
+)
 
 Group = dict[str, list[Record]]
 
@@ -31,8 +44,6 @@ def matrix_table(groups: dict[tuple[str, str], Group], norm: str, over: str) -> 
 
 def norm_figure(model: str, defense: str, group: Group, index: int) -> Figure | None:
     """Box plots of the L2 size of each cell's successful perturbations (p10 / p25 / median / p75 / p90)."""
-    from .plots import norm_boxes
-
     boxes = []
     for r in sorted(group["attack"], key=lambda r: (str(r.get("norm")), str(r.get("attack")), eps_value(r))):
         s = (r.get("norms") or {}).get("l2")
@@ -59,8 +70,6 @@ def shift_cell(group: Group) -> Record | None:
 
 def confusion_blocks(model: str, defense: str, group: Group, classes: list[str], index: int) -> list:
     """Per-class clean vs robust accuracy and the two confusion matrices for the cell picked by shift_cell."""
-    from .plots import confusion_pair
-
     cell = shift_cell(group)
     if cell is None:
         return []
@@ -90,8 +99,6 @@ def confusion_blocks(model: str, defense: str, group: Group, classes: list[str],
 
 def latent_figure(run: Run) -> Figure | None:
     """The latent-space plot over every unit with a latent record (one panel each)."""
-    from .plots import latent_scatter
-
     views, titles, where = [], [], ""
     for r in run.records:
         if r.get("kind") != "latent" or not isinstance(r.get("file"), str):

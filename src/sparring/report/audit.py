@@ -28,15 +28,17 @@ def audit_blocks(records: list[Record]) -> list[Block]:
         checks = [c for c in r.get("checks", []) if isinstance(c, dict)]
         rows = tuple((_MARK.get(str(c.get("status")), str(c.get("status"))), str(c.get("name", "")),
                       str(c.get("evidence", "")),
-                      "; ".join(p for p in (str(c.get("cause") or ""), f"fix: {c['fix']}" if c.get("fix") else "") if p))
+                      "; ".join(p for p in (str(c.get("cause") or ""), f"fix: {c['fix']}" if c.get("fix") else "")
+                                if p))
                      for c in checks)
         blocks.append(Table(("status", "check", "evidence", "cause and fix"), rows, "Gradient-masking checks"))
         naive, adaptive = r.get("naive") or {}, r.get("adaptive") or {}
         if naive:
             headers = ("eps", "naive robust %") + (("adaptive robust %",) if adaptive else ())
-            rows = tuple((str(e), pct(v)) + ((pct(adaptive.get(e)),) if adaptive else ()) for e, v in naive.items())
+            by_eps = tuple((str(e), pct(v)) + ((pct(adaptive.get(e)),) if adaptive else ()) for e, v in naive.items())
             caption = "Naive: PGD with cross-entropy on the model as it is."
             if adaptive:
-                caption += " Adaptive: " + "; ".join(map(str, r.get("changes", []))) + " (robust only if robust to every attack the audit ran)."
-            blocks.append(Table(headers, rows, caption))
+                caption += (" Adaptive: " + "; ".join(map(str, r.get("changes", [])))
+                            + " (robust only if robust to every attack the audit ran).")
+            blocks.append(Table(headers, by_eps, caption))
     return blocks

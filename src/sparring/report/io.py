@@ -4,8 +4,6 @@ writing report files atomically. The layout is documented in docs/run-folder.md.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,8 +12,11 @@ from typing import Any
 import torch
 
 from ..errors import DataError
+from ..records import Record, check_record
+from ..util import safe_load
 
-Record = dict[str, Any]
+__all__ = ["GALLERY_KEYS", "Record", "Run", "load_gallery", "load_run", "load_tensors", "read_records"]
+
 GALLERY_KEYS = ("x", "x_adv")
 
 
@@ -69,24 +70,23 @@ def load_run(run_dir: str | Path) -> Run:
 def read_records(path: Path, notes: list[str] | None = None) -> list[Record]:
     """Records of results.jsonl, later duplicates of a `cell` replacing earlier ones in place.
 
-    A broken last line (a run killed mid-write) is skipped with a note; a broken line elsewhere
-    raises DataError, as the run store does.
+    Each line is checked with sparring.records.check_record (kind, cell, the required keys of its kind and
+    their types). A broken last line (a run killed mid-write) is skipped with a note; a broken line
+    elsewhere raises DataError, as the run store does.
     """
     lines = path.read_bytes().decode("utf-8", errors="replace").splitlines()
     numbered = [(i, line) for i, line in enumerate(lines, 1) if line.strip()]
     by_cell: dict[str, Record] = {}
     for position, (number, line) in enumerate(numbered):
         try:
-            record = json.loads(line)
-            if not isinstance(record, dict) or not isinstance(record.get("cell"), str) or "kind" not in record:
-                raise ValueError("not a record")
-        except ValueError:
+            record = check_record(json.loads(line), f"{path}:{number}")
+        except (ValueError, DataError) as exc:
             if position == len(numbered) - 1:
                 if notes is not None:
                     notes.append(f"skipped an incomplete last line ({number}) of results.jsonl")
                 continue
-            raise DataError(f"{path}:{number} is not a JSON record with 'kind' and 'cell'; "
-                            "fix or delete the line") from None
+            detail = str(exc) if isinstance(exc, DataError) else f"{path}:{number} is not a JSON record"
+            raise DataError(f"{detail}; fix or delete the line") from None
         by_cell[record["cell"]] = record
     return list(by_cell.values())
 
@@ -103,9 +103,9 @@ def load_tensors(run: Run, relative: str, keys: tuple[str, ...], what: str) -> d
         run.notes.append(f"{what} {relative!r} is missing; skipped")
         return None
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt or foreign file must not stop the report
-        run.notes.append(f"{what} {relative!r} could not be loaded ({type(exc).__name__}); skipped")
+        data = safe_load(path, what)
+    except DataError as exc:  # a corrupt or foreign file must not stop the report
+        run.notes.append(f"{what} {relative!r} could not be loaded ({str(exc)[:160]}); skipped")
         return None
     if not isinstance(data, dict) or not all(isinstance(data.get(k), torch.Tensor) for k in keys):
         run.notes.append(f"{what} {relative!r} does not hold the tensors {', '.join(keys)}; skipped")
@@ -123,19 +123,3 @@ def load_gallery(run: Run, relative: str) -> dict[str, torch.Tensor] | None:
         run.notes.append(f"gallery {relative!r} does not hold x and x_adv of shape (N, C, H, W); skipped")
         return None
     return data
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write bytes via a unique temp file in the same folder, fsync, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a report is meant to be read by others
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

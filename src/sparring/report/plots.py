@@ -1,18 +1,30 @@
-"""Figures as PNG bytes: accuracy-vs-eps curves and original / adversarial / difference x10 grids.
+"""Figures as PNG bytes: accuracy-vs-eps curves, original / adversarial / difference x10 grids, box plots,
+confusion matrices, latent scatters, image grids.
 
-The only module of sparring that imports matplotlib. It uses the object API (Figure + the Agg
+The only module of sparring that imports matplotlib, and only when a figure is drawn (``_figure``): reading
+a run folder or importing sparring.report costs no matplotlib. It uses the object API (Figure + the Agg
 canvas), never pyplot, so no window opens and no global figure state is left behind.
 """
 
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
+
+from ..errors import InputError
+from ..util import write_atomic
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+__all__ = ["accuracy_curve", "confusion_pair", "difference", "gallery_grid", "image_grid", "latent_scatter",
+           "norm_boxes", "plot_latent", "to_display"]
 
 DIFF_GAIN = 10.0
 MARKERS = "osD^vP*Xh<>"
@@ -23,8 +35,17 @@ def _text(value: object) -> str:
     return str(value).replace("$", r"\$")
 
 
-def _png(fig: Figure, dpi: int) -> bytes:
+def _figure(**kwargs: Any) -> Figure:
+    """A matplotlib Figure on the Agg canvas (matplotlib is imported here, at the first figure)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(**kwargs)
     FigureCanvasAgg(fig)
+    return fig
+
+
+def _png(fig: Figure, dpi: int) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, metadata={"Software": None})
     fig.clear()
@@ -40,7 +61,7 @@ def accuracy_curve(series: Sequence[tuple[str, Sequence[float], Sequence[float],
         >>> png = accuracy_curve([("pgd", [0.1, 0.2], [40.0, 5.0], False)], clean_accuracy=97.0,
         ...                      title="digits-cnn", xlabel="eps (linf)")
     """
-    fig = Figure(figsize=(6.4, 4.0), layout="constrained")
+    fig = _figure(figsize=(6.4, 4.0), layout="constrained")
     ax = fig.add_subplot()
     xs = [x for _, e, _, _ in series for x in e]
     for i, (label, eps, acc, dashed) in enumerate(series):
@@ -96,7 +117,7 @@ def gallery_grid(x: torch.Tensor, x_adv: torch.Tensor, captions: Sequence[tuple[
     n = x.shape[0]
     gray = x.shape[1] != 3
     cell = 1.7 if max(x.shape[2:]) < 48 else 2.2
-    fig = Figure(figsize=(3 * cell, n * (cell + 0.25) + 0.45), layout="constrained")
+    fig = _figure(figsize=(3 * cell, n * (cell + 0.25) + 0.45), layout="constrained")
     axes = fig.subplots(n, 3, squeeze=False)
     heads = ("original", "adversarial", f"difference x{DIFF_GAIN:g}")
     for i in range(n):
@@ -116,7 +137,7 @@ def gallery_grid(x: torch.Tensor, x_adv: torch.Tensor, captions: Sequence[tuple[
 def latent_scatter(views: Sequence[dict], titles: Sequence[str]) -> bytes:
     """One panel per latent view ({"clean": (N, 2), "adversarial": (N, 2) or None, "labels": (N,)}): clean
     points as dots, attacked ones as crosses, both coloured by the true class (seeds/001, Fig. 8)."""
-    fig = Figure(figsize=(4.2 * len(views), 4.0), layout="constrained")
+    fig = _figure(figsize=(4.2 * len(views), 4.0), layout="constrained")
     for i, v in enumerate(views):
         ax, colors = fig.add_subplot(1, len(views), i + 1), [f"C{int(k) % 10}" for k in v["labels"]]
         clean, adv = np.asarray(v["clean"]), v.get("adversarial")
@@ -132,7 +153,7 @@ def latent_scatter(views: Sequence[dict], titles: Sequence[str]) -> bytes:
 def norm_boxes(boxes: Sequence[tuple[str, dict]], *, title: str, ylabel: str) -> bytes:
     """Box plots drawn from stored percentiles: whiskers p10-p90, box p25-p75, line at the median,
     one box per (label, summary) with the summary keys p10, p25, median, p75, p90."""
-    fig = Figure(figsize=(max(4.0, 0.55 * len(boxes) + 1.5), 3.8), layout="constrained")
+    fig = _figure(figsize=(max(4.0, 0.55 * len(boxes) + 1.5), 3.8), layout="constrained")
     ax = fig.add_subplot()
     stats = [{"label": _text(label), "whislo": s["p10"], "q1": s["p25"], "med": s["median"], "q3": s["p75"],
               "whishi": s["p90"], "fliers": []} for label, s in boxes]
@@ -144,11 +165,12 @@ def norm_boxes(boxes: Sequence[tuple[str, dict]], *, title: str, ylabel: str) ->
     return _png(fig, dpi=100)
 
 
-def confusion_pair(clean: np.ndarray, adversarial: np.ndarray, classes: Sequence[str], *, titles: Sequence[str]) -> bytes:
+def confusion_pair(clean: np.ndarray, adversarial: np.ndarray, classes: Sequence[str], *,
+                   titles: Sequence[str]) -> bytes:
     """Two row-normalised confusion matrices (rows: true class, columns: predicted, %) side by side."""
     k = len(classes)
     size = max(3.2, 0.32 * k + 1.6)
-    fig = Figure(figsize=(2 * size, size), layout="constrained")
+    fig = _figure(figsize=(2 * size, size), layout="constrained")
     axes = fig.subplots(1, 2)
     for ax, counts, title in zip(axes, (clean, adversarial), titles):
         rows = counts.sum(axis=1, keepdims=True)
@@ -166,4 +188,37 @@ def confusion_pair(clean: np.ndarray, adversarial: np.ndarray, classes: Sequence
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(_text(title), fontsize=9)
+    return _png(fig, dpi=100)
+
+
+def plot_latent(view: dict[str, Any] | Sequence[dict[str, Any]], path: str | Path, *,
+                titles: Sequence[str] | None = None) -> Path:
+    """Scatter plots of sparring.defenses.latent_view results (seeds/001, Fig. 8), one panel each, to a PNG
+    written atomically. Clean points are dots, attacked points crosses, both coloured by the true label.
+        >>> plot_latent([latent_view(plain, "5", x, y), latent_view(model, "5", x, y)], "fig8.png",
+        ...             titles=["cross-entropy", "contrastive"])
+    """
+    views = [view] if isinstance(view, dict) else list(view)
+    if not views or not all(isinstance(v, dict) and {"clean", "labels"} <= set(v) for v in views):
+        raise InputError("expected a latent_view dict or a non-empty list of them, got " + type(view).__name__)
+    names = [titles[i] if titles is not None and i < len(titles) else f"{v.get('method', '')} {v.get('layer', '')}"
+             for i, v in enumerate(views)]
+    path = Path(os.fspath(path))
+    write_atomic(path, latent_scatter(views, names))
+    return path
+
+
+def image_grid(images: torch.Tensor, titles: Sequence[str], *, columns: int = 10) -> bytes:
+    """Images (N, C, H, W) in [0, 1] in a grid, one title under each (the fooling images' figure)."""
+    cols = min(len(titles), columns)
+    rows = (len(titles) + cols - 1) // cols
+    fig = _figure(figsize=(1.4 * cols, 1.6 * rows), layout="constrained")
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, img, title in zip(axes.flat, images, titles):
+        pic = img.detach().cpu().permute(1, 2, 0).numpy()
+        ax.imshow(pic[..., 0] if pic.shape[2] == 1 else pic, cmap="gray" if pic.shape[2] == 1 else None,
+                  vmin=0, vmax=1)
+        ax.set_title(_text(title), fontsize=7)
     return _png(fig, dpi=100)
