@@ -32,7 +32,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("sparring.models", "sparring.data"),
     ("sparring.errors", "sparring.registry", "sparring.threat", "sparring.rng", "sparring.config",
      "sparring.store", "sparring.records", "sparring.distributed", "sparring.paths", "sparring.util",
-     "sparring.precision", "sparring.oracle", "sparring.version", "sparring.log"),
+     "sparring.precision", "sparring.oracle", "sparring.version", "sparring.image"),
 )
 #: Layers whose packages may not import each other (import-linter's "|").
 INDEPENDENT = {2, 6}
@@ -173,10 +173,10 @@ def check() -> list[str]:
         elif low == high and high in INDEPENDENT and _owner(imp.source) != _owner(imp.target):
             problems.append(f"{where}: {imp.source} imports {imp.target}, an independent sibling")
     for imp in imports():
-        if imp.local and not (imp.target == PACKAGE or imp.target.startswith(PACKAGE + ".")):
-            if not any(imp.target == o or imp.target.startswith(o + ".") for o in OPTIONAL):
-                problems.append(f"{known[imp.source].relative_to(ROOT.parent)}:{imp.line}: function-local import "
-                                f"of {imp.target}, not an optional dependency ({', '.join(OPTIONAL)})")
+        external = not (imp.target == PACKAGE or imp.target.startswith(PACKAGE + "."))
+        if imp.local and external and not any(imp.target == o or imp.target.startswith(o + ".") for o in OPTIONAL):
+            problems.append(f"{known[imp.source].relative_to(ROOT.parent)}:{imp.line}: function-local import "
+                            f"of {imp.target}, not an optional dependency ({', '.join(OPTIONAL)})")
     problems += [f"import cycle: {' -> '.join(c)}" for c in cycles(internal)]
     return problems
 
