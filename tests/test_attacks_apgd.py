@@ -9,8 +9,8 @@ from torch import nn
 
 from conftest import tiny_cnn
 from sparring.attacks import ATTACKS, apgd, apgd_t, pgd, square, strong
-from sparring.attacks._losses import dlr, get_loss
 from sparring.attacks.apgd import checkpoints
+from sparring.attacks.losses import dlr, get_loss
 from sparring.attacks.strong import fork
 from sparring.errors import InputError, UnknownNameError
 from sparring.rng import SampleGenerators
@@ -170,9 +170,9 @@ def test_stacked_apgd_t_matches_one_target_at_a_time_in_strength_and_keeps_rows_
 
 
 def test_tiled_generators_give_each_copy_its_own_stream():
-    from sparring.rng import tile, uniform
+    from sparring.rng import derive, tile, uniform
     g = SampleGenerators(0, [3, 7])
-    draws = uniform(tile(g, 3, 11), torch.empty(6, 4))
-    assert torch.equal(draws[0], uniform(SampleGenerators(11, [3]), torch.empty(1, 4))[0])
-    assert torch.equal(draws[5], uniform(SampleGenerators(33, [7]), torch.empty(1, 4))[0])
+    draws = uniform(tile(g, 3, "copies"), torch.empty(6, 4))
+    assert torch.equal(draws[0], uniform(SampleGenerators(derive(0, "copies", 0), [3]), torch.empty(1, 4))[0])
+    assert torch.equal(draws[5], uniform(SampleGenerators(derive(0, "copies", 2), [7]), torch.empty(1, 4))[0])
     assert len({tuple(r.tolist()) for r in draws}) == 6

@@ -21,7 +21,7 @@ from test_attacks_oracle import linear_problem
 L2 = ThreatModel(Norm.L2, math.inf)
 LINF = ThreatModel(Norm.LINF, math.inf)
 FAST = {  # enough on the linear problem, a fraction of the defaults' cost
-    "cw-l2": dict(steps=100, search_steps=5, initial_const=1.0, step_size=0.05),
+    "cw-l2": dict(steps=100, search_steps=5, initial_const=1.0, lr=0.05),
     "ddn": dict(steps=50),
     "lbfgs": dict(steps=30, search_steps=8, initial_const=0.1),
     "deepfool": {},
@@ -62,10 +62,10 @@ def test_deepfool_is_exact_on_a_linear_binary_model():
         assert float(ratio.min()) >= 1.0 and float(ratio.max()) <= 1.02 + 1e-3
 
 
-def test_deepfool_counts_one_forward_and_candidates_minus_one_backwards_per_step():
+def test_deepfool_counts_one_forward_and_target_classes_backwards_per_step():
     model, x, y, _ = linear_problem(n=8)
     counted = CountingModel(nn.Sequential(model, nn.Identity()))
-    deepfool(counted, x, y, threat=L2, candidates=2)
+    deepfool(counted, x, y, threat=L2, target_classes=1)
     # linear: step 1 crosses, step 2 only checks (no gradient): 8 + 8 forwards, 8 backwards
     assert (counted.counter.forward, counted.counter.backward) == (16, 8)
 
@@ -76,7 +76,7 @@ def test_fooled_samples_leave_deepfool_batch():
     x = 0.3 + 0.4 * torch.rand(32, 20)
     y = model(x).argmax(1)
     counted = CountingModel(model)
-    out = deepfool(counted, x, y, threat=L2, steps=50, candidates=5)
+    out = deepfool(counted, x, y, threat=L2, steps=50, target_classes=4)
     assert bool((model(out).argmax(1) != y).all())
     assert counted.counter.forward < 6 * len(x)
     assert counted.counter.backward <= 4 * counted.counter.forward
@@ -145,6 +145,7 @@ def test_jsma_untargeted_and_decreasing(digits_model):
     assert bool((down <= x).all()) and not torch.equal(down, x)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["cw-l2", "ddn", "lbfgs", "deepfool", "jsma"])
 def test_deterministic_and_batch_independent(name, model, batch):
     x, y = batch
@@ -163,7 +164,7 @@ def test_bad_hyperparameters_rejected(model, batch):
     x, y = batch
     cases = [
         (deepfool, dict(threat=ThreatModel(Norm.L1, math.inf)), "supports norm"),
-        (deepfool, dict(candidates=1), "candidates"),
+        (deepfool, dict(target_classes=0), "target_classes"),
         (deepfool, dict(overshoot=-0.1), "overshoot"),
         (ddn, dict(norm_step=1.5), "norm_step"),
         (ddn, dict(steps=0), "steps"),

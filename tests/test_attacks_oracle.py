@@ -46,7 +46,9 @@ def test_linf_boundary_matches_closed_form(attack):
 def test_l2_pgd_matches_closed_form():
     model, x, y, minimal = linear_problem()
     d = minimal["l2"]
-    fooled_above = pgd(model, x, y, threat=ThreatModel(Norm.L2, 1.0), steps=50, step_size=0.05, random_start=False)
+    eps = float(d.median())
+    fooled_above = pgd(model, x, y, threat=ThreatModel(Norm.L2, eps), steps=50, step_size=eps / 20,
+                       random_start=False)
     # per-sample eps is not a thing; check with eps = 1.02 * d on the samples whose d < 1 / 1.02
     for i in (d < 0.9).nonzero().flatten().tolist()[:10]:
         for factor, expect in [(1.02, True), (0.98, False)]:
@@ -54,6 +56,11 @@ def test_l2_pgd_matches_closed_form():
             out = pgd(model, x[i:i + 1], y[i:i + 1], threat=threat, steps=50, random_start=False)
             assert bool(model(out).argmax(1) != y[i]) == expect
     assert fooled_above.shape == x.shape
+    # one batch at eps = the median minimal distance: exactly the samples below it are fooled (2% margin)
+    fooled = model(fooled_above).argmax(1) != y
+    clear = (d / eps - 1.0).abs() > 0.02
+    assert int((d < 0.98 * eps).sum()) >= 3 and int((d > 1.02 * eps).sum()) >= 3
+    assert torch.equal(fooled[clear], (d < eps)[clear])
 
 
 def test_l1_pgd_reaches_the_closed_form_boundary():

@@ -56,6 +56,7 @@ def _linear_images():
     return nn.Sequential(nn.Flatten(), model).eval(), x.reshape(-1, 1, 4, 5), y, minimal
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("norm,factor", [("linf", 1.1), ("l2", 1.5)])
 def test_fools_the_linear_model_just_above_the_minimal_norm(norm, factor):
     model, x, y, minimal = _linear_images()

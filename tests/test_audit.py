@@ -9,19 +9,20 @@ import pytest
 import torch
 from torch import nn
 
+from conftest import SGD
 from sparring.cli import main
 from sparring.data import load_dataset
 from sparring.defenses import distill
+from sparring.errors import InputError
 from sparring.evaluate.audit import audit
 from sparring.evaluate.masking import StraightThrough, attackable, zero_gradient_layers
 from sparring.evaluate.planted import KillGradient, Quantize, planted
 from sparring.models import build_model, save_model
 from sparring.threat import Norm, ThreatModel
-from sparring.errors import InputError
-from sparring.train import train
+from sparring.training import TrainSettings, train
 
 THREAT = ThreatModel(Norm.LINF, 0.1)
-FAST = dict(eps=[0.05, 0.1], steps=10, square_queries=60, eot_samples=4)
+FAST = dict(eps=[0.05, 0.1], steps=10, square_queries=60, eot_draws=4)
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def _net(ds, seed=0):
 @pytest.fixture(scope="module")
 def net(digits):
     model = _net(digits)
-    train(model, digits.x_train, digits.y_train, epochs=8, optimizer="adam", lr=2e-3, seed=0)
+    train(model, digits.x_train, digits.y_train, SGD.replace(epochs=8, optimizer="adam", lr=2e-3), seed=0)
     return model.eval()
 
 
@@ -84,6 +85,7 @@ def test_naive_restarts_set_the_convergence_check(net, data):
         audit(net, *data, threat=THREAT, **FAST, restarts=0)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["gradient-killer", "quantization"])
 def test_hidden_gradients_fail_and_bpda_recovers(name, net, data, plain):
     report = audit(planted(name, net), *data, threat=THREAT, **FAST)
@@ -96,6 +98,7 @@ def test_hidden_gradients_fail_and_bpda_recovers(name, net, data, plain):
     assert report["adaptive"][0.1] <= plain["naive"][0.1] + bound
 
 
+@pytest.mark.slow
 def test_noise_layer_fails_randomness_and_gets_eot(net, data):
     report = audit(planted("noise", net), data[0][:30], data[1][:30], threat=THREAT, **FAST)
     assert "randomness" in _failed(report) and any("EOT" in c for c in report["changes"])
@@ -108,9 +111,10 @@ def test_median_filter_fails_declared_non_differentiable(net, data):
     assert any("declared surrogates" in c for c in report["changes"])
 
 
+@pytest.mark.slow
 def test_distillation_saturates_and_the_margin_loss_recovers(digits, data):
-    student, _ = distill(lambda: _net(digits, 1), digits.x_train, digits.y_train, temperature=100, epochs=10,
-                         optimizer="adam", lr=2e-3, seed=0)
+    student, _ = distill(lambda: _net(digits, 1), digits.x_train, digits.y_train, temperature=100,
+                         settings=TrainSettings(epochs=10, batch_size=128, lr=2e-3), seed=0)
     report = audit(student.eval(), *data, threat=THREAT, **FAST)
     failed = _failed(report)
     assert "input gradients" in failed and "saturated" in failed["input gradients"]["cause"]
@@ -132,6 +136,7 @@ def test_cli_audit_exit_codes_and_json(tmp_path, capsys, net):
     assert main([*base, "--defense", "pgd-at"]) == 2
 
 
+@pytest.mark.slow
 def test_run_records_the_audit_and_the_report_shows_it(tmp_path, capsys):
     config = tmp_path / "median.toml"
     config.write_text('name = "median"\n[data]\nn = 40\n[train]\nepochs = 3\n[evaluate]\neps = ["0.05", "0.1"]\n'

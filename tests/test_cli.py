@@ -50,6 +50,7 @@ def test_evaluate_json(capsys, digits_model):
     assert cell["forward"] > 0 and cell["backward"] > 0 and cell["norms"]["linf"]["max"] <= 0.1 + 1e-6
 
 
+@pytest.mark.slow
 def test_run_folder_and_resume(tmp_path, capsys):
     config = tmp_path / "tiny.toml"
     config.write_text('name = "tiny"\n[data]\nn = 60\n[train]\nepochs = 2\n[evaluate]\neps = ["0.1", "0.2"]\n'
@@ -137,9 +138,10 @@ def test_fooling_images_from_noise(tmp_path, capsys, digits_model):
     assert "0..9" in line and "0,10" in line
 
 
+@pytest.mark.slow
 def test_run_config_defenses_train_wrap_and_resume(tmp_path, capsys):
+    from sparring import load_model
     from sparring.defenses import Defended, GaussianBlur
-    from sparring.models import load_model
 
     config = tmp_path / "def.toml"
     config.write_text('name = "def"\n[data]\nn = 40\n[train]\nepochs = 2\n[evaluate]\neps = ["0.1"]\n'
@@ -165,6 +167,7 @@ def test_run_config_defenses_train_wrap_and_resume(tmp_path, capsys):
     assert "leave model.weights empty" in _error(capsys, ["run", str(bad), "--out", str(tmp_path / "b")])
 
 
+@pytest.mark.slow
 def test_defend_pgd_at_saves_and_evaluates(tmp_path, capsys):
     out = tmp_path / "pgd"
     argv = ["defend", "--dataset", "digits", "--model", "digits-cnn", "--defense", "pgd-at:steps=3", "--eps", "0.1",
@@ -184,8 +187,9 @@ def test_defend_pgd_at_saves_and_evaluates(tmp_path, capsys):
 
 
 def test_defend_blur_is_rebuilt_on_load(tmp_path, capsys):
+    from sparring import load_model
     from sparring.defenses import Defended, GaussianBlur
-    from sparring.models import Normalized, load_model
+    from sparring.models import Normalized
 
     out = tmp_path / "blur"
     argv = ["defend", "--model", "digits-cnn", "--defense", "gaussian-blur:sigma=1", "--epochs", "2", "--out", str(out)]
@@ -200,6 +204,7 @@ def test_defend_blur_is_rebuilt_on_load(tmp_path, capsys):
     assert result["clean_accuracy"] == pytest.approx(meta["test_accuracy"], abs=1e-9)
 
 
+@pytest.mark.slow
 def test_defend_ensemble_at_takes_saved_surrogates(tmp_path, capsys, digits_model):
     out = tmp_path / "ens"
     argv = ["defend", "--model", "digits-cnn", "--defense", f"ensemble-at:surrogates={digits_model},eps_warmup=1",

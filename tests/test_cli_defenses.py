@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from sparring import load_model
 from sparring.cli import main
 from sparring.data import load_dataset
 from sparring.defenses import Defended, LatentNN, Reformer
 from sparring.errors import DataError
-from sparring.models import load_model
-from sparring.train import evaluate_accuracy
+from sparring.training import evaluate_accuracy
 
 
 def _error(capsys, argv: list[str]) -> str:
@@ -42,6 +42,7 @@ def plain(tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.slow
 def test_contrastive_then_autoencoder_save_and_reload(tmp_path, capsys, digits):
     con, both = tmp_path / "con", tmp_path / "both"
     assert main(["defend", "--defense", "contrastive:per_class=3", "--epochs", "3", "--out", str(con)]) == 0
@@ -67,6 +68,7 @@ def test_contrastive_then_autoencoder_save_and_reload(tmp_path, capsys, digits):
     assert main(["evaluate", "--model", str(con), "--attack", "pgd:steps=5", "--eps", "0.1", "--n", "30"]) == 0
 
 
+@pytest.mark.slow
 def test_run_config_trains_contrastive_and_resumes(tmp_path, capsys):
     config = tmp_path / "con.toml"
     config.write_text('name = "con"\n[data]\nn = 30\n[train]\nepochs = 2\n[evaluate]\neps = ["0.1"]\n'
@@ -80,6 +82,7 @@ def test_run_config_trains_contrastive_and_resumes(tmp_path, capsys):
     assert (out / "results.jsonl").read_text() == records
 
 
+@pytest.mark.slow
 def test_smoothing_defend_then_certify(tmp_path, capsys, plain):
     rs = tmp_path / "rs"
     assert main(["defend", "--defense", "randomized-smoothing:sigma=0.25", "--epochs", "5", "--out", str(rs)]) == 0
@@ -97,6 +100,7 @@ def test_smoothing_defend_then_certify(tmp_path, capsys, plain):
     assert "--radii" in _error(capsys, ["certify", "--model", str(rs), "--radii", "a,b"])
 
 
+@pytest.mark.slow
 def test_detect_feature_squeezing_and_binary_detector(capsys, plain):
     base = ["detect", "--model", str(plain), "--eps", "0.1", "--n", "150", "--attack", "pgd:steps=10"]
     fs = _json(capsys, [*base, "--detector", "feature-squeezing:bits=3"])
@@ -118,6 +122,7 @@ def test_defend_rejects_detectors_with_a_pointer(tmp_path, capsys):
     assert "sparring detect" in line
 
 
+@pytest.mark.slow
 def test_detection_report_does_not_depend_on_batch_size(plain, digits):
     from sparring.defenses import FeatureSqueezing
     from sparring.evaluate.detect import detection_report

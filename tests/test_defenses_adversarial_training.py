@@ -1,6 +1,6 @@
 """Adversarial training recipes: every method trains, determinism, PGD training raises robust
 accuracy, clean/adversarial mix, the catastrophic-overfitting guard, ensemble sources, TRADES'
-inner maximization against the reference loop, the train() hooks, one-line errors."""
+inner maximization against the reference loop, train()'s objective protocol, one-line errors."""
 
 from __future__ import annotations
 
@@ -9,21 +9,21 @@ import importlib
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_cnn
 from torch import nn
 
+from conftest import SGD, logged, tiny_cnn
 from sparring.attacks import pgd
+from sparring.defenses import DEFENSES
 from sparring.defenses.adversarial_training import METHODS, adversarial_training
-from sparring.defenses.registry import DEFENSES
 from sparring.errors import ConfigError, InputError, UnknownNameError
 from sparring.rng import SampleGenerators, normal
 from sparring.threat import Norm, ThreatModel
-from sparring.train import evaluate_accuracy, train
+from sparring.training import Objective, evaluate_accuracy, train
 
 at = importlib.import_module("sparring.defenses.adversarial_training")  # the package exports a function of that name
 
 LINF = ThreatModel(Norm.LINF, 0.1)
-FAST = dict(epochs=1, batch_size=32, optimizer="adam", lr=3e-3, weight_decay=0.0, progress=False)
+FAST = SGD.replace(epochs=1, batch_size=32, optimizer="adam", lr=3e-3, weight_decay=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -49,12 +49,12 @@ def _surrogates(method: str) -> dict[str, object]:
 def test_every_method_trains_through_its_registered_recipe(method: str, digits: tuple[torch.Tensor, ...]) -> None:
     x, y = digits[0][:256], digits[1][:256]
     name = METHODS.meta(method)["defense"]
-    meta, recipe = DEFENSES.meta(name), DEFENSES.get(name)
+    meta, recipe = DEFENSES.meta(name), DEFENSES.get(name).target
     assert meta["kind"] == "training" and meta["differentiable"] is True and meta["random"] is False
     assert meta["method"] == method and "arXiv:" in meta["paper"] and "arXiv:" in recipe.__doc__
     model = tiny_cnn()
     before = _weights(model)
-    out, history = recipe(model, x, y, threat=LINF, check_size=64, **_surrogates(method), **FAST)
+    out, history = recipe(model, x, y, threat=LINF, check_size=64, **_surrogates(method), settings=FAST)
     assert out is model and not model.training and not torch.equal(before, _weights(model))
     assert len(history) == 1
     assert {"loss", "train_accuracy", "robust_accuracy", "adversarial_fraction"} <= set(history[0])
@@ -70,18 +70,19 @@ def test_same_seed_same_weights(method: str, digits: tuple[torch.Tensor, ...]) -
         model = tiny_cnn()
         state = torch.get_rng_state()
         adversarial_training(model, x, y, method=method, threat=LINF, steps=None if method == "fgsm-rs" else 3,
-                             check_size=32, seed=seed, **FAST)
+                             check_size=32, seed=seed, settings=FAST)
         assert torch.equal(torch.get_rng_state(), state)  # the caller's global RNG is untouched
         runs.append(_weights(model))
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
 
 
+@pytest.mark.slow
 def test_pgd_training_raises_pgd_robust_accuracy(digits: tuple[torch.Tensor, ...]) -> None:
     # Seen (tiny_cnn, seed 0, eps 0.15, 6 epochs): plain 92.7% clean / 10.7% robust,
     # PGD-5 training 76.3% clean / 38.7% robust (seeds 1-3: plain <= 17.3%, adversarial >= 36.7%).
     x_tr, y_tr, x_te, y_te = digits[0], digits[1], digits[2][:300], digits[3][:300]
     threat = ThreatModel(Norm.LINF, 0.15)
-    kwargs = dict(FAST, epochs=6)
+    kwargs = dict(settings=FAST.replace(epochs=6))
 
     def robust(model: nn.Module) -> float:
         x_adv = pgd(model, x_te, y_te, threat=threat, steps=10, generator=SampleGenerators(0, range(len(y_te))))
@@ -89,7 +90,7 @@ def test_pgd_training_raises_pgd_robust_accuracy(digits: tuple[torch.Tensor, ...
             return float((model(x_adv).argmax(1) == y_te).float().mean())
 
     plain = tiny_cnn()
-    train(plain, x_tr, y_tr, **kwargs)
+    train(plain, x_tr, y_tr, kwargs["settings"])
     adv, history = adversarial_training(tiny_cnn(), x_tr, y_tr, method="pgd", threat=threat, steps=5,
                                         overfit_check=False, **kwargs)
     assert evaluate_accuracy(plain, x_te, y_te) >= 0.85 and evaluate_accuracy(adv, x_te, y_te) >= 0.6
@@ -102,7 +103,8 @@ def test_mix_keeps_that_fraction_of_each_batch_clean(mix: float, digits: tuple[t
     x, y = digits[0][:256], digits[1][:256]
     model, seen = tiny_cnn(), []
     model.register_forward_pre_hook(lambda m, inp: seen.append(inp[0].detach().clone()) if m.training else None)
-    _, history = adversarial_training(model, x, y, method="fgsm", threat=LINF, mix=mix, overfit_check=False, **FAST)
+    _, history = adversarial_training(model, x, y, method="fgsm", threat=LINF, mix=mix, overfit_check=False,
+                                      settings=FAST)
     assert len(seen) == 8 and history[0]["adversarial_fraction"] == 1 - mix
     for batch in seen:
         dist = (batch.flatten(1)[:, None, :] - x.flatten(1)[None]).abs().amax(dim=2).amin(dim=1)  # Linf to nearest
@@ -116,7 +118,7 @@ def test_crafting_in_eval_mode_with_frozen_parameters(digits: tuple[torch.Tensor
     model.register_forward_pre_hook(lambda m, inp: modes.add((m.training, next(m.parameters()).requires_grad))
                                     if torch.is_grad_enabled() else None)
     adversarial_training(model, digits[0][:64], digits[1][:64], method="pgd", threat=LINF, steps=2,
-                         overfit_check=False, **FAST)
+                         overfit_check=False, settings=FAST)
     assert modes == {(False, False), (True, True)}  # crafting: eval + frozen; update: train + trainable
 
 
@@ -124,22 +126,21 @@ def test_eps_warmup_ramps_the_crafting_eps_and_step_then_holds(digits: tuple[tor
                                                                monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[int, set[tuple[float, float]]] = {}
     craft = METHODS.get("pgd")
-    epoch = {"now": 0}
 
     def record(m, x, y, g, t, steps, size):
-        seen.setdefault(epoch["now"], set()).add((round(t.eps, 6), round(size, 6)))
+        now = sum(line.startswith("epoch") for line in lines)  # epochs logged so far
+        seen.setdefault(now, set()).add((round(t.eps, 6), round(size, 6)))
         return craft(m, x, y, g, t, steps, size)
 
     monkeypatch.setattr(METHODS, "get", lambda name: record)
-    kwargs = dict(FAST, epochs=4, batch_size=64)
-    adversarial_training(tiny_cnn(), digits[0][:128], digits[1][:128], method="pgd", threat=LINF, steps=2,
-                         step_size=0.08, eps_warmup=2, overfit_check=False,
-                         log=lambda line: epoch.update(now=epoch["now"] + 1) if line.startswith("epoch") else None,
-                         **kwargs)
+    with logged() as lines:
+        adversarial_training(tiny_cnn(), digits[0][:128], digits[1][:128], method="pgd", threat=LINF, steps=2,
+                             step_size=0.08, eps_warmup=2, overfit_check=False,
+                             settings=FAST.replace(epochs=4, batch_size=64))
     assert [sorted(seen[e]) for e in sorted(seen)] == [[(0.05, 0.04)], [(0.1, 0.08)], [(0.1, 0.08)], [(0.1, 0.08)]]
     with pytest.raises(InputError, match="eps_warmup"):
         adversarial_training(tiny_cnn(), digits[0][:64], digits[1][:64], method="pgd", threat=LINF, eps_warmup=-1,
-                             **FAST)
+                             settings=FAST)
 
 
 @pytest.mark.parametrize("with_val", [False, True])
@@ -155,11 +156,11 @@ def test_overfit_guard_restores_best_weights_and_stops(with_val: bool, digits: t
         return next(script)
 
     monkeypatch.setattr(at, "_robust_accuracy", fake_check)
-    lines: list[str] = []
     model = tiny_cnn()
     val = {"x_val": x_val, "y_val": y_val} if with_val else {}
-    _, history = adversarial_training(model, x, y, method="fgsm-rs", threat=LINF, check_size=16, log=lines.append,
-                                      **val, **dict(FAST, epochs=5))
+    with logged() as lines:
+        _, history = adversarial_training(model, x, y, method="fgsm-rs", threat=LINF, check_size=16, **val,
+                                          settings=FAST.replace(epochs=5, schedule="onecycle"))
     assert [h["robust_accuracy"] for h in history] == [0.5, 0.6, 0.45, 0.3]  # stopped after epoch 4 of 5
     assert history[-1]["overfit"] is True and history[-1]["restored_epoch"] == 2
     assert not any("overfit" in h for h in history[:-1])
@@ -175,7 +176,7 @@ def test_ensemble_rotates_the_source_and_leaves_surrogates_untouched(digits: tup
                                       if torch.is_grad_enabled() and not m.training else None)
     before = [_weights(s).clone() for s in surrogates]
     adversarial_training(model, x, y, method="ensemble", threat=LINF, surrogates=surrogates, overfit_check=False,
-                         **dict(FAST, epochs=2))
+                         settings=FAST.replace(epochs=2))
     assert calls == (["model", "a", "b"] * 6)[:16]  # one FGSM forward per batch, 8 batches per epoch
     assert all(torch.equal(b, _weights(s)) for b, s in zip(before, surrogates))
     assert surrogates[0].training and not surrogates[1].training  # modes restored
@@ -201,21 +202,25 @@ def test_trades_inner_maximization_matches_the_reference_loop(digits: tuple[torc
     assert kl_end > 100 * kl_start, (float(kl_start), float(kl_end))  # the loop ascends the KL
 
 
-def test_train_hooks_are_a_faithful_drop_in(digits: tuple[torch.Tensor, ...]) -> None:
+def test_an_objective_is_a_faithful_drop_in(digits: tuple[torch.Tensor, ...]) -> None:
     x, y = digits[0][:128], digits[1][:128]
     plain, hooked, ends = tiny_cnn(), tiny_cnn(), []
 
-    def ce(model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, index: torch.Tensor, epoch: int):
-        assert torch.equal(xb, x[index]) and torch.equal(yb, y[index])
-        logits = model(xb)
-        return F.cross_entropy(logits, yb), logits
+    class CE(Objective):
+        def loss(self, model: nn.Module, xb: torch.Tensor, yb: torch.Tensor, index: torch.Tensor, epoch: int):
+            assert torch.equal(xb, x[index]) and torch.equal(yb, y[index])
+            logits = model(xb)
+            return F.cross_entropy(logits, yb), logits
 
-    train(plain, x, y, schedule="none", **dict(FAST, epochs=2))
-    history = train(hooked, x, y, schedule="none", batch_loss=ce, epoch_end=lambda e, r: ends.append(e) or e == 2,
-                    **dict(FAST, epochs=3))
+        def epoch_end(self, epoch: int, record: dict) -> bool:
+            ends.append(epoch)
+            return epoch == 2
+
+    train(plain, x, y, FAST.replace(epochs=2, schedule="none"))
+    history = train(hooked, x, y, FAST.replace(epochs=3, schedule="none"), objective=CE())
     assert torch.equal(_weights(plain), _weights(hooked)) and ends == [1, 2] and len(history) == 2
-    with pytest.raises(InputError, match="batch_loss to be callable"):
-        train(tiny_cnn(), x, y, batch_loss=3, **FAST)  # type: ignore[arg-type]
+    with pytest.raises(InputError, match="objective to be a sparring.training.Objective"):
+        train(tiny_cnn(), x, y, FAST, objective=3)  # type: ignore[arg-type]
 
 
 def test_bad_arguments_give_one_line_errors(digits: tuple[torch.Tensor, ...]) -> None:
@@ -225,10 +230,10 @@ def test_bad_arguments_give_one_line_errors(digits: tuple[torch.Tensor, ...]) ->
         (dict(threat=0.1), InputError, "expected threat to be a ThreatModel, got float"),
         (dict(threat=ThreatModel(Norm.LINF, 0.0)), InputError, "finite eps > 0"),
         (dict(threat=ThreatModel(Norm.L0, 3)), InputError, "l1, l2 or linf"),
-        (dict(steps=0), InputError, "steps to be an integer in"),
+        (dict(steps=0), InputError, "steps to be an integer >= 1"),
         (dict(method="fgsm", steps=5), ConfigError, "expected steps=None or 1"),
         (dict(method="ensemble", surrogates=[tiny_cnn()], step_size=0.1), ConfigError, "step_size=None"),
-        (dict(step_size=0.0), InputError, r"step_size to be a number in \(0"),
+        (dict(step_size=0.0), InputError, "step_size to be a finite number > 0"),
         (dict(mix=1.0), InputError, r"mix to be a number in \[0, 1\)"),
         (dict(mix=-0.1), InputError, "mix"),
         (dict(method="trades", mix=0.5), ConfigError, "expected mix=0"),
@@ -240,10 +245,10 @@ def test_bad_arguments_give_one_line_errors(digits: tuple[torch.Tensor, ...]) ->
         (dict(x_train=x[:, 0]), InputError, r"\(N, C, H, W\)"),
         (dict(y_train=y[:10]), InputError, "as many training labels"),
         (dict(overfit_drop=2.0), InputError, "overfit_drop"),
-        (dict(epochs=0), InputError, "epochs"),
+        (dict(settings=FAST.replace(epochs=0)), InputError, "epochs"),
     ]
     for overrides, error, message in cases:
-        kwargs = {"x_train": x, "y_train": y, "threat": LINF, **FAST, **overrides}
+        kwargs = {"x_train": x, "y_train": y, "threat": LINF, "settings": FAST, **overrides}
         with pytest.raises(error, match=message) as info:
             adversarial_training(tiny_cnn(), **kwargs)  # type: ignore[arg-type]
         assert "\n" not in str(info.value), str(info.value)
@@ -253,8 +258,13 @@ def test_bad_arguments_give_one_line_errors(digits: tuple[torch.Tensor, ...]) ->
 
 def test_registry_params_are_usable_defaults(digits: tuple[torch.Tensor, ...]) -> None:
     for method in METHODS.names():
-        kwargs = {**FAST, **DEFENSES.meta(METHODS.meta(method)["defense"])["params"]}
+        spec = DEFENSES.get(METHODS.meta(method)["defense"])
+        kwargs = spec.check({"surrogates": "a+b"} if method == "ensemble" else {})  # the declared defaults
+        assert kwargs == {**DEFENSES.meta(spec.name)["params"], **({"surrogates": "a+b"} if method == "ensemble" else {})}
         kwargs.update(steps=2) if "steps" in kwargs else None
-        recipe = DEFENSES.get(METHODS.meta(method)["defense"])
-        recipe(tiny_cnn(), digits[0][:64], digits[1][:64], threat=LINF, overfit_check=False, **_surrogates(method),
-               **kwargs)
+        kwargs.update(_surrogates(method))
+        model = tiny_cnn()
+        before = _weights(model).clone()
+        out, history = spec.target(model, digits[0][:64], digits[1][:64], threat=LINF, overfit_check=False,
+                                   settings=FAST, **kwargs)
+        assert out is model and len(history) == 1 and not torch.equal(before, _weights(model)), method

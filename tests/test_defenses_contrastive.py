@@ -8,18 +8,19 @@ import itertools
 
 import pytest
 import torch
-from conftest import tiny_cnn
 
+from conftest import SGD, tiny_cnn
 from sparring.attacks import pgd
-from sparring.defenses.contrastive import (LatentNN, contrastive_loss, contrastive_training, latent_features,
-                                           latent_view, plot_latent, triplet_loss)
-from sparring.defenses.registry import DEFENSES
+from sparring.defenses import DEFENSES
+from sparring.defenses.contrastive import LatentNN, contrastive_loss, contrastive_training, triplet_loss
+from sparring.defenses.latent import latent_features, latent_view
 from sparring.errors import ConfigError, InputError, SparringError, UnknownNameError
+from sparring.report import plot_latent
 from sparring.threat import Norm, ThreatModel
-from sparring.train import evaluate_accuracy, train
+from sparring.training import TrainSettings, evaluate_accuracy, train
 
 LAYER = "5"  # tiny_cnn: Conv, ReLU, MaxPool, Flatten, Linear(128, 32), ReLU (the 32-d latent vector), Linear
-RECIPE = dict(epochs=8, batch_size=32, optimizer="adam", lr=1e-2, weight_decay=0.0, seed=0, progress=False)
+RECIPE = dict(settings=SGD.replace(epochs=8, batch_size=32, optimizer="adam", lr=1e-2, weight_decay=0.0), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +53,10 @@ def _ratio(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def test_registered() -> None:
     meta = DEFENSES.meta("contrastive")
-    assert DEFENSES.get("contrastive") is contrastive_training
+    assert DEFENSES.get("contrastive").target is contrastive_training
     assert meta["kind"] == "training" and meta["differentiable"] is True and meta["random"] is False
-    assert meta["params"] == {"margin": 2.0} and "Hadsell" in meta["paper"]
+    assert meta["params"] == {"layer": "penultimate", "margin": 2.0, "weight": 1.0, "pairs": "batch", "per_class": 5}
+    assert "Hadsell" in meta["paper"]
 
     net = tiny_cnn()
     nn1 = LatentNN(net, "penultimate", torch.rand(20, 1, 8, 8), torch.arange(2).repeat(10), per_class=2)
@@ -133,7 +135,7 @@ def test_latent_nn_gradients_flow_and_attacks_apply(trained: tuple, digits: tupl
 
 def test_determinism_and_triplet_variants(digits: tuple[torch.Tensor, ...]) -> None:
     x, y = digits[0][:256], digits[1][:256]
-    fast = dict(epochs=1, batch_size=64, lr=1e-2, progress=False)
+    fast = dict(settings=TrainSettings(epochs=1, batch_size=64, lr=1e-2))
     runs = []
     for seed, attack in ((3, "pgd"), (3, "pgd"), (4, "pgd"), (3, "fgsm"), (3, None)):
         model, history = contrastive_training(tiny_cnn(), x, y, layer=LAYER, triplet=True, attack=attack, seed=seed,
@@ -177,7 +179,7 @@ def test_one_line_errors(digits: tuple[torch.Tensor, ...]) -> None:
     x, y = digits[0][:64], digits[1][:64]
     model = tiny_cnn()
     cases = [
-        (UnknownNameError, "0, 1, 2", lambda: contrastive_training(model, x, y, layer="fc", epochs=1)),
+        (UnknownNameError, "0, 1, 2", lambda: contrastive_training(model, x, y, layer="fc", settings=TrainSettings(epochs=1))),
         (InputError, "margin", lambda: contrastive_training(model, x, y, layer=LAYER, margin=0.0)),
         (InputError, "margin", lambda: contrastive_loss(torch.zeros(3, 2), torch.zeros(3), margin=-1)),
         (InputError, "pairs", lambda: contrastive_training(model, x, y, layer=LAYER, pairs="all")),

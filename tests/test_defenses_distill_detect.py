@@ -7,23 +7,29 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_cnn
 from torch import nn
 
+from conftest import SGD, tiny_cnn
 from sparring.attacks import fgsm, pgd
 from sparring.data import load_dataset
-from sparring.defenses.detection import (DetectorGuard, FeatureSqueezing, detection_rate_at_fpr, roc_auc,
-                                         threshold_at_fpr)
-from sparring.defenses.detector import BinaryDetector, train_detector
+from sparring.defenses import DEFENSES
+from sparring.defenses.detection import (
+    DetectorGuard,
+    FeatureSqueezing,
+    detection_rate_at_fpr,
+    roc_auc,
+    threshold_at_fpr,
+)
+from sparring.defenses.detector import DETECTOR_TRAINING, BinaryDetector, train_detector
 from sparring.defenses.distillation import Temperature, distill, soft_labels
 from sparring.defenses.preprocess import BitDepth, MedianBlur
-from sparring.defenses.registry import DEFENSES
 from sparring.errors import InputError, UnknownNameError
 from sparring.rng import SampleGenerators
 from sparring.threat import Norm, ThreatModel
-from sparring.train import evaluate_accuracy, train
+from sparring.training import TrainSettings, evaluate_accuracy, train
 
 THREAT = ThreatModel(Norm.LINF, 0.1)
+DISTILL = TrainSettings(batch_size=128, lr=1e-3, epochs=10)  # distill's defaults before TrainSettings
 
 
 @pytest.fixture(scope="module")
@@ -37,14 +43,14 @@ def base(digits):
     """tiny_cnn trained normally (T = 1): about 97% test accuracy."""
     x, y, _, _ = digits
     net = tiny_cnn()
-    train(net, x, y, epochs=15, batch_size=64, optimizer="adam", lr=1e-2, weight_decay=0.0, progress=False)
+    train(net, x, y, SGD.replace(epochs=15, batch_size=64, optimizer="adam", lr=1e-2, weight_decay=0.0))
     return net
 
 
 @pytest.fixture(scope="module")
 def distilled(digits):
     x, y, _, _ = digits
-    return distill(tiny_cnn(), x, y, temperature=20, epochs=20, batch_size=64, lr=2e-2)
+    return distill(tiny_cnn(), x, y, temperature=20, settings=DISTILL.replace(epochs=20, batch_size=64, lr=2e-2))
 
 
 @pytest.fixture(scope="module")
@@ -107,15 +113,17 @@ def test_distill_is_seeded_leaves_rng_and_model_alone_and_is_registered(digits):
     proto = tiny_cnn()
     before = copy.deepcopy(proto.state_dict())
     state = torch.get_rng_state()
-    runs = [distill(proto, x, y, temperature=10, epochs=1, seed=s, batch_size=64)[0] for s in (3, 3, 4)]
+    runs = [distill(proto, x, y, temperature=10, settings=DISTILL.replace(epochs=1, batch_size=64), seed=s)[0]
+            for s in (3, 3, 4)]
     flat = [torch.cat([p.flatten() for p in m.parameters()]) for m in runs]
     assert torch.equal(flat[0], flat[1]) and not torch.equal(flat[0], flat[2])
     assert torch.equal(torch.get_rng_state(), state)
     assert all(torch.equal(v, proto.state_dict()[k]) for k, v in before.items())
-    built = [distill(lambda: tiny_cnn(seed=int(torch.randint(100, ()))), x, y, epochs=1, seed=5)[0] for _ in range(2)]
+    built = [distill(lambda: tiny_cnn(seed=int(torch.randint(100, ()))), x, y, settings=DISTILL.replace(epochs=1),
+                     seed=5)[0] for _ in range(2)]
     assert torch.equal(built[0](x[:4]), built[1](x[:4]))
     meta = DEFENSES.meta("distillation")
-    assert DEFENSES.get("distillation") is distill
+    assert DEFENSES.get("distillation").target is distill
     assert (meta["kind"], meta["differentiable"], meta["random"], meta["params"]) == ("training", True, False,
                                                                                       {"temperature": 20})
     assert "1511.04508" in meta["paper"]
@@ -123,9 +131,10 @@ def test_distill_is_seeded_leaves_rng_and_model_alone_and_is_registered(digits):
 
 @pytest.mark.parametrize("kwargs,match", [
     (dict(temperature=0), "temperature"), (dict(temperature=float("nan")), "temperature"),
-    (dict(temperature=True), "temperature"), (dict(epochs=0), "epochs"), (dict(student_epochs=-1), "student_epochs"),
+    (dict(temperature=True), "temperature"), (dict(settings=TrainSettings(epochs=0)), "epochs"),
+    (dict(student_epochs=-1), "student_epochs"),
     (dict(model="cnn"), "nn.Module or a model builder"), (dict(x=torch.rand(8, 64)), r"\(N, C, H, W\)"),
-    (dict(y=torch.arange(7)), "as many"), (dict(lr=-1.0), "lr"),
+    (dict(y=torch.arange(7)), "as many"), (dict(settings=TrainSettings(lr=-1.0)), "lr"),
 ])  # fmt: skip
 def test_distill_bad_inputs_are_one_line_errors(kwargs, match):
     args = {"model": tiny_cnn(), "x": torch.rand(8, 1, 8, 8), "y": torch.arange(8)}
@@ -172,7 +181,7 @@ def test_feature_squeezing_default_pair_score_and_bpda(base, digits):
     (grad,) = torch.autograd.grad(attackable.score(xg).sum(), xg)
     assert float(grad.abs().sum()) > 0
     meta = DEFENSES.meta("feature-squeezing")
-    assert DEFENSES.get("feature-squeezing") is FeatureSqueezing
+    assert DEFENSES.get("feature-squeezing").target is FeatureSqueezing
     assert (meta["kind"], meta["differentiable"], meta["random"]) == ("detector", False, False)
     assert "1704.01155" in meta["paper"]
 
@@ -182,7 +191,8 @@ def test_feature_squeezing_default_pair_score_and_bpda(base, digits):
 
 def test_binary_detector_detects_held_out_pgd_and_is_seeded(base, digits, pgd_test):
     x, y, xt, _ = digits
-    kw = dict(threat=THREAT, attack="pgd", attack_params={"steps": 10}, epochs=5, lr=1e-2, seed=1)
+    kw = dict(threat=THREAT, attack="pgd", attack_params={"steps": 10}, settings=DETECTOR_TRAINING.replace(epochs=5, lr=1e-2),
+              seed=1)
     weights = copy.deepcopy(base.state_dict())
     det = train_detector(base, x, y, **kw)
     clean, adv = det.scores(xt), det.scores(pgd_test)
@@ -199,7 +209,8 @@ def test_binary_detector_detects_held_out_pgd_and_is_seeded(base, digits, pgd_te
 
 def test_binary_detector_on_a_layer_and_gradient_reaches_the_input(base, digits, pgd_test):
     x, y, xt, _ = digits
-    det = train_detector(base, x[:600], y[:600], threat=THREAT, attack="fgsm", layer="0", epochs=10, lr=3e-3)
+    det = train_detector(base, x[:600], y[:600], threat=THREAT, attack="fgsm", layer="0",
+                         settings=DETECTOR_TRAINING.replace(epochs=10, lr=3e-3))
     assert det.model is base and det.layer == "0"
     assert roc_auc(det.scores(xt), det.scores(pgd_test)) > 0.9  # trained on FGSM, tested on PGD; seen: 0.978
     xg = xt[:8].clone().requires_grad_(True)
@@ -290,7 +301,7 @@ def test_detector_bad_inputs_are_one_line_errors(base, digits):
         (lambda: FeatureSqueezing(base, [BitDepth(3)], bits=4), InputError, "squeezers or bits/window"),
         (lambda: FeatureSqueezing(base, window=2), InputError, "odd integer"),
         (lambda: FeatureSqueezing(base).detect(x), InputError, "fit_threshold"),
-        (lambda: FeatureSqueezing(base, threshold=0.1).score(x[:, 0]), InputError, r"\(B, C, H, W\)"),
+        (lambda: FeatureSqueezing(base, threshold=0.1).score(x[:, 0]), InputError, r"\(N, C, H, W\)"),
         (lambda: FeatureSqueezing(base, threshold=float("inf")), InputError, "threshold"),
         (lambda: BinaryDetector(nn.Identity(), model=base, layer="9"), InputError, "submodule"),
         (lambda: BinaryDetector(nn.Identity(), model=base), InputError, "both"),

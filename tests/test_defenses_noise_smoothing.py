@@ -10,8 +10,8 @@ import torch
 from scipy import stats
 from torch import nn
 
+from sparring.defenses import DEFENSES
 from sparring.defenses.noise import GaussianNoise, insert_noise
-from sparring.defenses.registry import DEFENSES
 from sparring.defenses.smoothing import (
     SmoothedClassifier,
     _binomial_pvalue,
@@ -36,9 +36,9 @@ def test_noise_is_fresh_in_eval_mode_with_the_right_std_and_flags():
     assert abs(float(a.std()) - 0.1) < 0.002 and abs(float(a.mean())) < 0.002
     assert GaussianNoise.random is True and GaussianNoise.differentiable is True
     meta = DEFENSES.meta("gaussian-noise")
-    assert DEFENSES.get("gaussian-noise") is GaussianNoise
+    assert DEFENSES.get("gaussian-noise").target is GaussianNoise
     assert (meta["kind"], meta["differentiable"], meta["random"]) == ("noise", True, True)
-    assert meta["params"] == {"sigma": 0.05}
+    assert meta["params"] == {"sigma": 0.05, "where": "noise1"}
     assert "1802.03471" in meta["paper"]
 
 
@@ -171,16 +171,18 @@ def test_noise_augment_is_seeded_and_not_clamped():
     assert float(a.max()) > 1.0 and abs(float((a - x).std()) - 0.5) < 0.1
 
 
+@pytest.mark.slow
 def test_noise_training_is_seeded_and_makes_the_base_classifier_robust_to_its_noise():
     from sklearn.datasets import load_digits
 
-    from sparring.train import train
+    from conftest import SGD
+    from sparring.training import train
 
     digits = load_digits()
     x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16
     y = torch.tensor(digits.target)
     x_tr, y_tr, x_te, y_te = x[:1400], y[:1400], x[1400:], y[1400:]
-    kwargs = dict(epochs=6, optimizer="adam", lr=3e-3, weight_decay=0.0, progress=False)
+    kwargs = dict(settings=SGD.replace(epochs=6, optimizer="adam", lr=3e-3, weight_decay=0.0))
 
     def fit(noisy: bool, seed: int = 0) -> nn.Module:
         torch.manual_seed(0)

@@ -10,9 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from sparring.defenses import DEFENSES
 from sparring.defenses.bpda import BPDA, Defended, bpda, is_differentiable, is_random
 from sparring.defenses.preprocess import JPEG, BitDepth, GaussianBlur, MedianBlur, quant_table
-from sparring.defenses.registry import DEFENSES
 from sparring.errors import InputError
 
 FACTORIES = {"gaussian": lambda: GaussianBlur(1.5), "median": lambda: MedianBlur(3), "jpeg": lambda: JPEG(50),
@@ -206,7 +206,7 @@ def test_registry_flags() -> None:
     classes = {"gaussian-blur": GaussianBlur, "median-blur": MedianBlur, "jpeg": JPEG, "bit-depth": BitDepth}
     for name, cls in classes.items():
         meta = DEFENSES.meta(name)
-        assert DEFENSES.get(name) is cls and meta["kind"] == "preprocess" and meta["random"] is False
+        assert DEFENSES.get(name).target is cls and meta["kind"] == "preprocess" and meta["random"] is False
         module = cls(**meta["params"])
         assert meta["differentiable"] is module.differentiable and module.random is False
         assert "arXiv" in meta["paper"] or "seeds" in meta["paper"]
@@ -230,7 +230,6 @@ def test_bad_arguments_raise_one_line(make) -> None:  # noqa: ANN001
 
 def test_the_runner_attacks_a_non_differentiable_defense_through_bpda():
     from conftest import tiny_cnn
-
     from sparring.evaluate import AttackSpec, evaluate
     torch.manual_seed(0)
     net = tiny_cnn().eval()

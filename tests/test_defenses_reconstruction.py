@@ -4,19 +4,27 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import tiny_cnn
 from torch import nn
 
+from conftest import SGD, tiny_cnn
 from sparring.attacks import fgsm, pgd
 from sparring.data import load_dataset
+from sparring.defenses import DEFENSES
 from sparring.defenses.bpda import Defended, bpda, is_differentiable, is_random
 from sparring.defenses.detection import roc_auc
-from sparring.defenses.reconstruction import ReconstructionDetector, Reformer, build_autoencoder, train_autoencoder
-from sparring.defenses.registry import DEFENSES
+from sparring.defenses.reconstruction import (
+    AUTOENCODER_TRAINING,
+    ReconstructionDetector,
+    Reformer,
+    build_autoencoder,
+    train_autoencoder,
+)
 from sparring.errors import InputError
 from sparring.rng import SampleGenerators
 from sparring.threat import Norm, ThreatModel
-from sparring.train import evaluate_accuracy, train
+from sparring.training import evaluate_accuracy, train
+
+ONE = AUTOENCODER_TRAINING.replace(epochs=1)
 
 
 @pytest.fixture(scope="module")
@@ -30,14 +38,15 @@ def base(digits):
     """tiny_cnn trained normally: about 97% test accuracy."""
     x, y, _, _ = digits
     net = tiny_cnn()
-    train(net, x, y, epochs=15, batch_size=64, optimizer="adam", lr=1e-2, weight_decay=0.0, progress=False)
+    train(net, x, y, SGD.replace(epochs=15, batch_size=64, optimizer="adam", lr=1e-2, weight_decay=0.0))
     return net
 
 
 @pytest.fixture(scope="module")
 def trained(digits):
     x, _, xt, _ = digits
-    return train_autoencoder(x, noise=0.1, epochs=20, batch_size=64, lr=1e-2, seed=0, x_val=xt)
+    return train_autoencoder(x, noise=0.1, settings=AUTOENCODER_TRAINING.replace(epochs=20, batch_size=64, lr=1e-2),
+                             seed=0, x_val=xt)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +70,7 @@ def test_autoencoder_reconstructs_clean_digits(trained, base, digits):
         rec = ae(xt)
     mse = float((rec - xt).square().mean())
     assert mse < 0.005 and history[-1]["val_mse"] == pytest.approx(mse, rel=1e-4)  # seen: 0.00149
-    assert 0 <= float(rec.min()) and float(rec.max()) <= 1 and not ae.training
+    assert float(rec.min()) >= 0 and float(rec.max()) <= 1 and not ae.training
     clean, reformed = evaluate_accuracy(base, xt, yt), evaluate_accuracy(Defended(Reformer(ae), base), xt, yt)
     assert clean > 0.9 and reformed >= clean - 0.04  # seen: clean 0.969, reformed 0.958
 
@@ -108,12 +117,12 @@ def test_gradients_flow(trained, base, digits):
 
 def test_training_is_deterministic_with_seed(digits):
     x = digits[0][:160]
-    kw = dict(epochs=2, batch_size=32, lr=1e-2, width=4)
+    kw = dict(settings=AUTOENCODER_TRAINING.replace(epochs=2, batch_size=32, lr=1e-2), width=4)
     a, ha = train_autoencoder(x, seed=3, **kw)
     b, hb = train_autoencoder(x, seed=3, **kw)
     c, _ = train_autoencoder(x, seed=4, **kw)
     assert [r["loss"] for r in ha] == [r["loss"] for r in hb]
-    for (name, pa), pb, pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
+    for (name, pa), pb, _pc in zip(a.state_dict().items(), b.state_dict().values(), c.state_dict().values()):
         assert torch.equal(pa, pb), name
     assert not all(torch.equal(pa, pc) for pa, pc in zip(a.state_dict().values(), c.state_dict().values()))
     d, hd = train_autoencoder(x, seed=3, noise=0.0, **kw)
@@ -128,21 +137,21 @@ def test_shapes_for_mnist_and_cifar(shape):
     x = torch.rand(5, *shape)
     with torch.no_grad():
         out = Reformer(ae)(x)
-    assert out.shape == x.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+    assert out.shape == x.shape and float(out.min()) >= 0 and float(out.max()) <= 1
     assert ReconstructionDetector(ae).scores(x).shape == (5,)
-    trained, history = train_autoencoder(x, epochs=1, batch_size=4, width=4)
+    trained, history = train_autoencoder(x, settings=AUTOENCODER_TRAINING.replace(epochs=1, batch_size=4), width=4)
     assert trained(x).shape == x.shape and len(history) == 1
     assert not any(isinstance(m, nn.AvgPool2d) for m in build_autoencoder((1, 8, 8)))
 
 
 def test_registered_with_flags():
     meta = DEFENSES.meta("autoencoder")
-    assert DEFENSES.get("autoencoder") is train_autoencoder
-    assert (meta["kind"], meta["differentiable"], meta["random"], meta["params"]) == ("preprocess", True, False,
-                                                                                     {"noise": 0.1})
+    assert DEFENSES.get("autoencoder").target is train_autoencoder
+    assert (meta["kind"], meta["differentiable"], meta["random"], meta["params"]) == (
+        "preprocess", True, False, {"noise": 0.1, "width": 16, "epochs": 20, "lr": 1e-3})
     assert "1705.09064" in meta["paper"]
     meta = DEFENSES.meta("reconstruction-detector")
-    assert DEFENSES.get("reconstruction-detector") is ReconstructionDetector
+    assert DEFENSES.get("reconstruction-detector").target is ReconstructionDetector
     assert (meta["kind"], meta["differentiable"], meta["random"]) == ("detector", True, False)
     assert Reformer(nn.Identity()).surrogate() is not None and Reformer.differentiable and not Reformer.random
 
@@ -156,10 +165,10 @@ def test_bad_arguments_give_one_line_errors(digits):
         lambda: build_autoencoder((1, 0, 8)),
         lambda: build_autoencoder((1, 8, 8), width=0),
         lambda: build_autoencoder((1, 9, 9), pool=True),
-        lambda: train_autoencoder(x, noise=-0.1, epochs=1),
-        lambda: train_autoencoder(x[:, 0], epochs=1),
-        lambda: train_autoencoder(x, autoencoder=build_autoencoder((3, 8, 8)), epochs=1),
-        lambda: train_autoencoder(x, x_val=torch.rand(2, 1, 9, 9), epochs=1),
+        lambda: train_autoencoder(x, noise=-0.1, settings=ONE),
+        lambda: train_autoencoder(x[:, 0], settings=ONE),
+        lambda: train_autoencoder(x, autoencoder=build_autoencoder((3, 8, 8)), settings=ONE),
+        lambda: train_autoencoder(x, x_val=torch.rand(2, 1, 9, 9), settings=ONE),
         lambda: Reformer(ae)(torch.rand(2, 3, 8, 8)),
         lambda: Reformer(nn.AvgPool2d(2))(x),
         lambda: Reformer("ae"),  # type: ignore[arg-type]

@@ -12,12 +12,12 @@ from conftest import tiny_cnn
 from sparring.attacks import iterative_l2
 from sparring.data import load_dataset
 from sparring.defenses import BPDA, Defended, GaussianBlur, GaussianNoise, MedianBlur
-from sparring.defenses.sweep import ARTICLE_ATTACK, ROW_KEYS, filter_sweep, honest_check
+from sparring.defenses.sweep import ARTICLE_ATTACK, ROW_KEYS, SWEEP_TRAINING, filter_sweep, honest_check
 from sparring.errors import InputError, UnknownNameError
-from sparring.train import evaluate_accuracy, train
+from sparring.training import evaluate_accuracy, train
 
 N_TRAIN, N_ATTACK, EPOCHS = 1347, 24, 8
-FAST = dict(epochs=EPOCHS, batch_size=64, lr=3e-2, seed=0)
+FAST = dict(settings=SWEEP_TRAINING.replace(epochs=EPOCHS, batch_size=64, lr=3e-2), seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_rows_are_sorted_by_score_and_the_first_is_marked_best(swept: tuple[list
 def test_sigma_zero_is_training_without_a_filter(digits: tuple[torch.Tensor, ...]) -> None:
     row, = filter_sweep(tiny_cnn, *digits, filters=[("gaussian", 0.0)], attack_params={"steps": 5}, n_attack=4, **FAST)
     plain = Defended(nn.Identity(), tiny_cnn(0))
-    train(plain, digits[0], digits[1], optimizer="adam", progress=False, **FAST)
+    train(plain, digits[0], digits[1], **FAST)
     mine, theirs = row["model"].model.state_dict(), plain.model.state_dict()
     assert mine.keys() == theirs.keys() and all(torch.equal(mine[k], theirs[k]) for k in mine)
     assert row["clean_accuracy"] == evaluate_accuracy(plain, digits[2], digits[3])
@@ -109,7 +109,7 @@ def test_honest_check_is_not_above_the_sweeps_robust_accuracy(swept: tuple[list[
 
 def test_honest_check_adds_eot_for_a_random_defense(digits: tuple[torch.Tensor, ...]) -> None:
     noisy = Defended(nn.Sequential(GaussianBlur(1.0), GaussianNoise(0.1)), tiny_cnn(0))
-    honest = honest_check(noisy, digits[2][:8], digits[3][:8], eps=1.0, steps=2, samples=2)
+    honest = honest_check(noisy, digits[2][:8], digits[3][:8], eps=1.0, steps=2, draws=2)
     assert honest["eot"] and set(honest["per_attack"]) == {"pgd", "apgd", "eot-pgd"}
 
 

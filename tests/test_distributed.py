@@ -40,6 +40,7 @@ def saved_model(tmp_path_factory) -> Path:
     return out.with_suffix(".safetensors")
 
 
+@pytest.mark.slow
 def test_evaluate_on_two_processes_equals_one(saved_model, tmp_path):
     # batches of 16 over 60 samples: 4 batches, so each rank attacks two and the last one is short
     common = ["evaluate", "--dataset", "digits", "--model", str(saved_model), *ATTACKS, "--eps", "0.05,0.1",
@@ -53,6 +54,7 @@ def test_evaluate_on_two_processes_equals_one(saved_model, tmp_path):
     assert _records(tmp_path / "two") == one
 
 
+@pytest.mark.slow
 def test_run_on_two_processes_equals_one(saved_model, tmp_path):
     """A matrix run of a saved model, plain and behind a median filter, on 2 processes."""
     config = tmp_path / "c.toml"
@@ -75,6 +77,7 @@ def test_run_on_two_processes_equals_one(saved_model, tmp_path):
     assert (tmp_path / "two" / "report.html").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("recipe", ["fgsm-rs-at", "pgd-at", "trades"])
 def test_ddp_adversarial_training_matches_one_process(recipe, tmp_path):
     """2 processes in DistributedDataParallel, each on half of every global batch of 64: the per-epoch
@@ -92,6 +95,7 @@ def test_ddp_adversarial_training_matches_one_process(recipe, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one.json", "one.safetensors", "two.json", "two.safetensors"]
 
 
+@pytest.mark.slow
 def test_run_trains_in_ddp_on_two_processes(tmp_path):
     config = tmp_path / "c.toml"
     config.write_text('name = "ddp"\n[data]\nn = 60\n[train]\nepochs = 3\n[evaluate]\neps = ["0.1"]\n'

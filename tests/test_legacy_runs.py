@@ -20,6 +20,7 @@ def _records(folder: Path) -> list[dict]:
     return [json.loads(line) for line in (folder / "results.jsonl").read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, config, keep", [("legacy-run", "legacy.toml", 3), ("legacy-matrix", "legacy-matrix.toml", 2)])
 def test_a_folder_written_before_resumes(tmp_path, capsys, name, config, keep):
     folder = tmp_path / name

@@ -9,6 +9,7 @@ import tomllib
 import pytest
 import torch
 
+from conftest import logged
 from sparring.config import config_from_dict, dump_toml
 from sparring.errors import ConfigError
 from sparring.evaluate.metrics import confusion, summarize
@@ -53,11 +54,11 @@ def test_variants_parse_round_trip_and_expand():
     assert config.variants[2].defenses[0].params == {"per_class": 3}
     assert config_from_dict(tomllib.loads(dump_toml(config))) == config
     units = matrix(config)
-    assert [u[3] for u in units] == ["digits-cnn|plain|", "digits-cnn|fgsm-at|", "digits-cnn|contrastive|"]
+    assert [u.prefix for u in units] == ["digits-cnn|plain|", "digits-cnn|fgsm-at|", "digits-cnn|contrastive|"]
     two = config_from_dict({"models": [{"arch": "digits-cnn"}, {"arch": "digits-cnn", "label": "b"}],
                             "variants": [{"name": "x"}, {"name": "y"}]})
-    assert [u[3] for u in matrix(two)] == ["digits-cnn|x|", "digits-cnn|y|", "b|x|", "b|y|"]
-    assert [u[3] for u in matrix(config_from_dict({}))] == [""]  # one unit keeps the plain cell keys
+    assert [u.prefix for u in matrix(two)] == ["digits-cnn|x|", "digits-cnn|y|", "b|x|", "b|y|"]
+    assert [u.prefix for u in matrix(config_from_dict({}))] == [""]  # one unit keeps the plain cell keys
 
 
 @pytest.mark.parametrize("raw,message", [
@@ -82,10 +83,11 @@ def test_confusion_and_percentiles():
     assert (s["p10"], s["p25"], s["median"], s["p75"], s["p90"]) == (10, 25, 50, 75, 90)
 
 
+@pytest.mark.slow
 def test_matrix_run_trains_each_variant_resumes_and_reports(tmp_path):
     config = config_from_dict(tomllib.loads(MATRIX))
     out = tmp_path / "run"
-    run_experiment(config, out, progress=False, log=lambda *a: None)
+    run_experiment(config, out, progress=False)
     records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     cells = [r["cell"] for r in records]
     assert len(cells) == len(set(cells)) == 3 * (1 + 4 + 2 + 1)  # clean, 4 cells, 2 worst cases, latent
@@ -106,25 +108,26 @@ def test_matrix_run_trains_each_variant_resumes_and_reports(tmp_path):
     coords = torch.load(out / latent["file"], weights_only=True)
     assert coords["clean"].shape == coords["adversarial"].shape == (60, 2) and latent["mean_shift"] > 0
     before = (out / "results.jsonl").read_text()
-    run_experiment(config, out, progress=False, log=lambda *a: None)  # resume: nothing redone
+    run_experiment(config, out, progress=False)  # resume: nothing redone
     assert (out / "results.jsonl").read_text() == before
     md = (out / "report.md").read_text()
     pgd = by["digits-cnn|fgsm-at|pgd|linf|0.1"]
     shown = f"{100 * pgd['n_robust'] / pgd['n_attacked']:.2f}"  # over="correct": over the attacked samples
-    assert f"| pgd | digits-cnn / fgsm-at | " in md and shown in md
+    assert "| pgd | digits-cnn / fgsm-at | " in md and shown in md
     for heading in ("## Attack x defense", "### Perturbation norms", "### Per-class confusion shift", "## Latent space"):
         assert heading in md
 
 
+@pytest.mark.slow
 def test_train_n_trains_on_the_first_images_and_is_checked(tmp_path):
-    lines: list[str] = []
     config = config_from_dict({"data": {"n": 20, "train_n": 300}, "train": {"epochs": 1}, "audit": {"enabled": False},
                                "attacks": [{"name": "fgsm"}], "evaluate": {"eps": ["0.1"]}})
-    run_experiment(config, tmp_path / "run", progress=False, log=lines.append)
+    with logged() as lines:
+        run_experiment(config, tmp_path / "run", progress=False)
     assert any("(300 images, 1 epochs)" in line for line in lines)
     too_many = config_from_dict({"data": {"train_n": 10**6}, "train": {"epochs": 1}})
     with pytest.raises(ConfigError, match="data.train_n must be between 1 and 1347"):
-        run_experiment(too_many, tmp_path / "bad", progress=False, log=lambda *a: None)
+        run_experiment(too_many, tmp_path / "bad", progress=False)
 
 
 def test_quarter_width_cifar_cnn_keeps_the_noise_slots():

@@ -12,10 +12,18 @@ import pytest
 import torch
 from torch import nn
 
+from sparring import load_model
 from sparring.errors import ConfigError, DataError, InputError, UnknownNameError
 from sparring.models import (
-    MODELS, PRETRAINED, Normalize, Normalized, build_model, load_model, load_pretrained, load_weights, save_model,
-)  # fmt: skip
+    MODELS,
+    PRETRAINED,
+    Normalize,
+    Normalized,
+    build_model,
+    load_pretrained,
+    load_weights,
+    save_model,
+)
 
 
 def _weights_dir() -> Path | None:

@@ -4,6 +4,7 @@ and unsafe state files are refused with one-line errors."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -15,14 +16,14 @@ from typing import Any
 import pytest
 import torch
 
-from sparring.checkpoint import state_path
+from conftest import SGD, logged
+from sparring import load_model
 from sparring.cli import main
 from sparring.data import load_dataset
 from sparring.errors import ConfigError, DataError, InputError
-from sparring.models import build_model, load_model
-from sparring.optim import OPTIMIZERS, SCHEDULES
+from sparring.models import build_model
 from sparring.threat import Norm, ThreatModel
-from sparring.train import train
+from sparring.training import OPTIMIZERS, SCHEDULES, TrainSettings, state_path, train
 
 SRC = str(Path(__file__).resolve().parent.parent / "src")
 
@@ -39,13 +40,8 @@ def _fresh(seed: int = 0) -> torch.nn.Module:
 
 
 def _stop_at(epoch: int, prefix: str = "") -> Any:
-    """A log callback that interrupts training as the epoch's line is logged, before its state is written."""
-
-    def log(line: str) -> None:
-        if line.startswith(f"{prefix}epoch {epoch}/"):
-            raise KeyboardInterrupt
-
-    return log
+    """Interrupts training as the epoch's line is logged, before its state is written."""
+    return logged(stop=f"{prefix}epoch {epoch}/")
 
 
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -65,28 +61,31 @@ def _saved_epoch(stem: Path) -> int:
 @pytest.mark.parametrize("schedule", SCHEDULES.names())
 def test_resumed_training_equals_uninterrupted(digits, tmp_path, optimizer, schedule):
     x, y = digits
-    kw = dict(epochs=3, batch_size=48, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 2e-3,
-              schedule=schedule, augment="crop-flip", pad=1, seed=5, progress=False, x_val=x[:50], y_val=y[:50])
+    settings = SGD.replace(epochs=3, batch_size=48, optimizer=optimizer, lr=0.05 if optimizer == "sgd" else 2e-3,
+                           schedule=schedule, augment="crop-flip", pad=1)
+    kw = dict(settings=settings, seed=5, x_val=x[:50], y_val=y[:50])
     whole = _fresh()
     expected = train(whole, x, y, **kw)
-    with pytest.raises(KeyboardInterrupt):
-        train(_fresh(), x, y, checkpoint=tmp_path / "m", log=_stop_at(3), **kw)
+    with pytest.raises(KeyboardInterrupt), _stop_at(3):
+        train(_fresh(), x, y, checkpoint=tmp_path / "m", **kw)
     assert _saved_epoch(tmp_path / "m") == 2  # killed in epoch 3: its state was not written
-    resumed, lines = _fresh(seed=7), []  # other initial weights: everything comes from the state file
-    history = train(resumed, x, y, checkpoint=tmp_path / "m", resume=True, log=lines.append, **kw)
+    resumed = _fresh(seed=7)  # other initial weights: everything comes from the state file
+    with logged() as lines:
+        history = train(resumed, x, y, checkpoint=tmp_path / "m", resume=True, **kw)
     assert lines[0] == f"resumed from {state_path(tmp_path / 'm')} after epoch 2/3"
     assert [h["epoch"] for h in history] == [1, 2, 3] and _timeless(history) == _timeless(expected)
     assert _same_weights(resumed, whole) and not resumed.training
     loaded, info = load_model(tmp_path / "m")
     assert info["epoch"] == 3 and _same_weights(loaded, whole)
     # resuming a finished run trains nothing and returns the saved history
-    again, lines = _fresh(seed=8), []
-    assert _timeless(train(again, x, y, checkpoint=tmp_path / "m", resume=True, log=lines.append, **kw)) == \
-        _timeless(expected)
+    again = _fresh(seed=8)
+    with logged() as lines:
+        assert _timeless(train(again, x, y, checkpoint=tmp_path / "m", resume=True, **kw)) == _timeless(expected)
     assert lines == [f"resumed from {state_path(tmp_path / 'm')} after epoch 3/3: training had finished"]
     assert _same_weights(again, whole)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["pgd", "ensemble"])
 def test_adversarial_training_resumes_its_recipe_state(digits, tmp_path, method):
     """pgd: the catastrophic-overfitting guard of epoch 3 compares with epoch 2's best robust accuracy and
@@ -97,14 +96,14 @@ def test_adversarial_training_resumes_its_recipe_state(digits, tmp_path, method)
     x, y = digits
     extra: dict[str, Any] = {"steps": 2, "overfit_drop": 0.0} if method == "pgd" else {
         "surrogates": [_fresh(1).eval(), _fresh(2).eval()]}
-    kw = dict(method=method, threat=ThreatModel(Norm.LINF, 0.1), epochs=3, batch_size=48, optimizer="adam",
-              lr=0.005, weight_decay=0.0, check_size=64, check_steps=3, seed=2, progress=False, **extra)
+    kw = dict(method=method, threat=ThreatModel(Norm.LINF, 0.1), check_size=64, check_steps=3, seed=2, **extra,
+              settings=SGD.replace(epochs=3, batch_size=48, optimizer="adam", lr=0.005, weight_decay=0.0))
     whole = _fresh()
     _, expected = adversarial_training(whole, x, y, **kw)
     if method == "pgd":
         assert expected[-1].get("overfit") and expected[-1]["restored_epoch"] == 2
-    with pytest.raises(KeyboardInterrupt):
-        adversarial_training(_fresh(), x, y, checkpoint=tmp_path / "at", log=_stop_at(3), **kw)
+    with pytest.raises(KeyboardInterrupt), _stop_at(3):
+        adversarial_training(_fresh(), x, y, checkpoint=tmp_path / "at", **kw)
     assert _saved_epoch(tmp_path / "at") == 2
     resumed = _fresh(seed=7)
     _, history = adversarial_training(resumed, x, y, checkpoint=tmp_path / "at", resume=True, **kw)
@@ -118,13 +117,13 @@ def test_distillation_resumes_teacher_and_student(digits, tmp_path):
     from sparring.defenses import distill
 
     x, y = digits
-    kw = dict(temperature=10.0, epochs=2, batch_size=48, seed=2)
+    kw = dict(temperature=10.0, settings=TrainSettings(epochs=2, batch_size=48, lr=1e-3), seed=2)
     whole, _ = distill(_fresh(), x, y, **kw)
-    with pytest.raises(KeyboardInterrupt):
-        distill(_fresh(), x, y, checkpoint=tmp_path / "d", log=_stop_at(2, "student "), **kw)
+    with pytest.raises(KeyboardInterrupt), _stop_at(2, "student "):
+        distill(_fresh(), x, y, checkpoint=tmp_path / "d", **kw)
     assert _saved_epoch(tmp_path / "d.teacher") == 2 and _saved_epoch(tmp_path / "d") == 1
-    lines: list[str] = []
-    student, info = distill(_fresh(seed=7), x, y, checkpoint=tmp_path / "d", resume=True, log=lines.append, **kw)
+    with logged() as lines:
+        student, info = distill(_fresh(seed=7), x, y, checkpoint=tmp_path / "d", resume=True, **kw)
     assert lines[0].startswith("teacher resumed from") and lines[0].endswith("training had finished")
     assert lines[1].startswith("student resumed from") and lines[1].endswith("after epoch 1/2")
     assert _same_weights(student, whole)
@@ -137,15 +136,17 @@ def test_other_recipes_pass_checkpoint_and_resume_to_train(digits, tmp_path, rec
     x, y = digits
 
     def run(model: torch.nn.Module, **extra: Any) -> list[dict[str, Any]]:
-        kw = dict(epochs=3, batch_size=48, seed=4, progress=False, **extra)
+        settings = SGD.replace(epochs=3, batch_size=48) if recipe == "noise" else \
+            TrainSettings(epochs=3, batch_size=48, lr=1e-3)
+        kw = dict(settings=settings, seed=4, **extra)
         if recipe == "noise":
             return noise_training(model, x, y, sigma=0.25, **kw)
         return contrastive_training(model, x, y, margin=2.0, **kw)[1]
 
     whole = _fresh()
     expected = run(whole)
-    with pytest.raises(KeyboardInterrupt):
-        run(_fresh(), checkpoint=tmp_path / "r", log=_stop_at(3))
+    with pytest.raises(KeyboardInterrupt), _stop_at(3):
+        run(_fresh(), checkpoint=tmp_path / "r")
     assert _saved_epoch(tmp_path / "r") == 2
     resumed = _fresh(seed=7)
     assert _timeless(run(resumed, checkpoint=tmp_path / "r", resume=True)) == _timeless(expected)
@@ -154,20 +155,21 @@ def test_other_recipes_pass_checkpoint_and_resume_to_train(digits, tmp_path, rec
 
 def test_mismatched_settings_are_one_line_config_errors(digits, tmp_path):
     x, y = digits
-    kw = dict(epochs=2, batch_size=48, lr=0.05, progress=False, checkpoint=tmp_path / "m")
-    train(_fresh(), x, y, **kw)
+    settings = SGD.replace(epochs=2, batch_size=48, lr=0.05)
+    kw = dict(checkpoint=tmp_path / "m")
+    train(_fresh(), x, y, settings, **kw)
     for change, message in [({"lr": 0.1}, "lr was 0.05, got 0.1"), ({"epochs": 3}, "epochs was 2, got 3"),
                             ({"schedule": "step"}, "schedule was 'cosine', got 'step'")]:
         with pytest.raises(ConfigError) as err:
-            train(_fresh(), x, y, resume=True, **{**kw, **change})
+            train(_fresh(), x, y, settings.replace(**change), resume=True, **kw)
         assert f"cannot resume from {state_path(tmp_path / 'm')}: {message};" in str(err.value)
         assert "\n" not in str(err.value)
     with pytest.raises(ConfigError, match="train_images was 240, got 200"):
-        train(_fresh(), x[:200], y[:200], resume=True, **kw)
+        train(_fresh(), x[:200], y[:200], settings, resume=True, **kw)
     with pytest.raises(ConfigError, match="resume=True needs checkpoint="):
-        train(_fresh(), x, y, epochs=1, resume=True, progress=False)
-    lines: list[str] = []
-    train(_fresh(), x, y, resume=True, log=lines.append, **{**kw, "checkpoint": tmp_path / "new"})
+        train(_fresh(), x, y, settings.replace(epochs=1), resume=True)
+    with logged() as lines:
+        train(_fresh(), x, y, settings, resume=True, checkpoint=tmp_path / "new")
     assert lines[0] == f"no training state at {state_path(tmp_path / 'new')}: training from scratch"
 
 
@@ -175,7 +177,7 @@ def test_checkpoint_of_a_wrapper_saves_its_network_and_bad_arguments_are_refused
     from sparring.defenses import Defended, GaussianBlur
 
     x, y = digits
-    kw = dict(epochs=1, batch_size=48, progress=False)
+    kw = dict(settings=SGD.replace(epochs=1, batch_size=48))
     blurred = Defended(GaussianBlur(1.0), _fresh())
     train(blurred, x, y, checkpoint=tmp_path / "w", **kw)
     saved, _ = load_model(tmp_path / "w")
@@ -185,8 +187,8 @@ def test_checkpoint_of_a_wrapper_saves_its_network_and_bad_arguments_are_refused
                   torch.nn.Sequential(_fresh(), _fresh())):
         with pytest.raises(ConfigError, match="checkpoint= needs a model from build_model"):
             train(model, x, y, checkpoint=tmp_path / "bad", **kw)
-    with pytest.raises(InputError, match="expected hook_state to have state_dict"):
-        train(_fresh(), x, y, hook_state=object(), **kw)
+    with pytest.raises(InputError, match="expected objective to be a sparring.training.Objective"):
+        train(_fresh(), x, y, objective=object(), **kw)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="expected resume to be True or False, got 'yes'"):
         train(_fresh(), x, y, checkpoint=tmp_path / "m", resume="yes", **kw)
 
@@ -203,7 +205,7 @@ class _Opens:
 
 def test_state_files_that_would_run_code_or_are_truncated_are_refused(digits, tmp_path):
     x, y = digits
-    kw = dict(epochs=1, batch_size=48, progress=False, checkpoint=tmp_path / "m", resume=True)
+    kw = dict(settings=SGD.replace(epochs=1, batch_size=48), checkpoint=tmp_path / "m", resume=True)
     marker = tmp_path / "pwned"
     torch.save({"format": "sparring-train-state", "model": _Opens(marker)}, state_path(tmp_path / "m"))
     with pytest.raises(DataError) as err:
@@ -222,14 +224,11 @@ def _cli_train(out: Path, *extra: str) -> list[str]:
             "--schedule", "onecycle", "--optimizer", "sgd", "--lr", "0.05", "--out", str(out), *extra]
 
 
-def test_cli_train_resume_after_an_interrupt(tmp_path, capsys, monkeypatch):
-    import sparring.commands as commands
-
+@pytest.mark.slow
+def test_cli_train_resume_after_an_interrupt(tmp_path, capsys):
     assert main(_cli_train(tmp_path / "whole")) == 0
-    real = commands._say
-    monkeypatch.setattr(commands, "_say", lambda *a: _stop_at(3)(" ".join(map(str, a))) or real(*a))
-    assert main(_cli_train(tmp_path / "cut")) == 130
-    monkeypatch.setattr(commands, "_say", real)
+    with _stop_at(3):
+        assert main(_cli_train(tmp_path / "cut")) == 130
     assert _saved_epoch(tmp_path / "cut.partial") == 2
     assert not (tmp_path / "cut.safetensors").exists()  # OUT only ever holds the finished model
     capsys.readouterr()
@@ -247,37 +246,32 @@ def test_cli_train_resume_after_an_interrupt(tmp_path, capsys, monkeypatch):
     assert _same_weights(load_model(tmp_path / "fresh")[0], whole)
 
 
-def test_cli_defend_behind_a_filter_resumes(tmp_path, monkeypatch):
+@pytest.mark.slow
+def test_cli_defend_behind_a_filter_resumes(tmp_path):
     """The model trained here is Defended(GaussianBlur, network): its state is the wrapper's."""
-    import sparring.commands as commands
 
     def argv(out: Path, *extra: str) -> list[str]:
         return ["defend", "--model", "digits-cnn", "--defense", "gaussian-blur:sigma=1", "--epochs", "2",
                 "--out", str(out), *extra]
 
     assert main(argv(tmp_path / "whole")) == 0
-    real = commands._say
-    monkeypatch.setattr(commands, "_say", lambda *a: _stop_at(2)(" ".join(map(str, a))) or real(*a))
-    assert main(argv(tmp_path / "cut")) == 130
-    monkeypatch.setattr(commands, "_say", real)
+    with _stop_at(2):
+        assert main(argv(tmp_path / "cut")) == 130
     assert _saved_epoch(tmp_path / "cut.partial") == 1 and not (tmp_path / "cut.safetensors").exists()
     assert main(argv(tmp_path / "cut", "--resume")) == 0
     whole, cut = load_model(tmp_path / "whole"), load_model(tmp_path / "cut")
     assert _same_weights(cut[0], whole[0]) and cut[1]["defense"] == whole[1]["defense"]
 
 
-def test_run_folder_resumes_training_after_an_interrupt(tmp_path, capsys, monkeypatch):
-    import sparring.commands as commands
-
+@pytest.mark.slow
+def test_run_folder_resumes_training_after_an_interrupt(tmp_path, capsys):
     config = tmp_path / "c.toml"
     config.write_text('name = "r"\n[data]\nn = 30\n[train]\nepochs = 3\n[evaluate]\neps = ["0.1"]\n'
                       '[audit]\nenabled = false\n[[variants]]\nname = "fgsm-rs"\n'
                       'defenses = [{name = "fgsm-rs-at", eps = "0.1"}]\n[[attacks]]\nname = "fgsm"\n')
     assert main(["run", str(config), "--out", str(tmp_path / "whole")]) == 0
-    real = commands._say
-    monkeypatch.setattr(commands, "_say", lambda *a: _stop_at(2)(" ".join(map(str, a))) or real(*a))
-    assert main(["run", str(config), "--out", str(tmp_path / "cut")]) == 130
-    monkeypatch.setattr(commands, "_say", real)
+    with _stop_at(2):
+        assert main(["run", str(config), "--out", str(tmp_path / "cut")]) == 130
     state = tmp_path / "cut" / "model.train-state.pt"
     assert _saved_epoch(tmp_path / "cut" / "model") == 1 and (tmp_path / "cut" / "model.safetensors").exists()
     capsys.readouterr()
@@ -312,10 +306,8 @@ def _kill_tree(pid: int) -> None:
         tree += kids
         todo += kids
     for p in [*tree, pid]:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(p, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
     deadline = time.monotonic() + 60
     while any(_processes().get(p, (0, "Z"))[1] not in "ZX" for p in tree) and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -340,6 +332,7 @@ def _torchrun(*args: str, kill_when: Path | None = None) -> str:
     return ""
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="finds torchrun's ranks in /proc")
 def test_torchrun_ddp_defend_killed_and_resumed_equals_uninterrupted(tmp_path):
     argv = ["defend", "--dataset", "digits", "--model", "digits-cnn", "--defense", "fgsm-rs-at", "--eps", "0.1",
@@ -364,12 +357,12 @@ def test_resumed_training_on_a_gpu_matches_uninterrupted(digits, tmp_path):
     from sparring.defenses import adversarial_training
 
     x, y = digits
-    kw = dict(method="fgsm-rs", threat=ThreatModel(Norm.LINF, 0.1), epochs=3, batch_size=48, optimizer="sgd",
-              lr=0.05, seed=3, progress=False, device="cuda", x_val=x[:50], y_val=y[:50])
+    kw = dict(method="fgsm-rs", threat=ThreatModel(Norm.LINF, 0.1), seed=3, device="cuda", x_val=x[:50],
+              y_val=y[:50], settings=SGD.replace(epochs=3, batch_size=48, lr=0.05, schedule="onecycle"))
     whole = _fresh()
     _, expected = adversarial_training(whole, x, y, **kw)
-    with pytest.raises(KeyboardInterrupt):
-        adversarial_training(_fresh(), x, y, checkpoint=tmp_path / "m", log=_stop_at(3), **kw)
+    with pytest.raises(KeyboardInterrupt), _stop_at(3):
+        adversarial_training(_fresh(), x, y, checkpoint=tmp_path / "m", **kw)
     resumed = _fresh(seed=7)
     _, history = adversarial_training(resumed, x, y, checkpoint=tmp_path / "m", resume=True, **kw)
     assert next(resumed.parameters()).is_cuda and [h["epoch"] for h in history] == [1, 2, 3]

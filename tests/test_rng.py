@@ -36,7 +36,7 @@ def test_streams_differ_across_seeds_and_indices():
 def test_distributions():
     g = SampleGenerators(0, range(64))
     u = uniform(g, torch.empty(64, 4096))
-    assert 0 <= float(u.min()) and float(u.max()) < 1
+    assert float(u.min()) >= 0 and float(u.max()) < 1
     assert abs(float(u.mean()) - 0.5) < 0.005 and abs(float(u.var()) - 1 / 12) < 0.002
     z = normal(g, torch.empty(64, 4096, dtype=torch.float64))
     assert z.dtype == torch.float64 and torch.isfinite(z).all()

@@ -59,6 +59,7 @@ def _records(out: Path) -> list[dict]:
     return [{k: v for k, v in json.loads(line).items() if "time" not in k} for line in lines]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL")
 def test_kills_at_random_moments_lose_and_repeat_nothing(tmp_path):
     config = tmp_path / "kill.toml"

@@ -9,9 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import SGD, logged
+from sparring import load_model
 from sparring.errors import InputError, UnknownNameError
-from sparring.models import build_model, load_model
-from sparring.train import SCHEDULES, augment_batch, evaluate_accuracy, train
+from sparring.models import build_model
+from sparring.training import SCHEDULES, TrainSettings, augment_batch, evaluate_accuracy, train
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +33,13 @@ def _fresh(name: str = "digits-cnn", **kwargs: object) -> torch.nn.Module:
     return build_model(name, **kwargs)
 
 
+@pytest.mark.slow
 def test_digits_cnn_reaches_90_percent(digits: tuple[torch.Tensor, ...]) -> None:
     x_tr, y_tr, x_te, y_te = digits
     model = _fresh()
-    lines: list[str] = []
-    history = train(model, x_tr, y_tr, x_val=x_te, y_val=y_te, epochs=5, batch_size=32, optimizer="adam",
-                    lr=2e-3, weight_decay=0.0, progress=False, log=lines.append)  # fmt: skip
+    with logged() as lines:
+        history = train(model, x_tr, y_tr, SGD.replace(epochs=5, batch_size=32, optimizer="adam", lr=2e-3,
+                                                       weight_decay=0.0), x_val=x_te, y_val=y_te)
     assert [h["epoch"] for h in history] == [1, 2, 3, 4, 5] and len(lines) == 5
     assert {"loss", "train_accuracy", "val_accuracy", "lr", "time_s"} <= set(history[-1])
     assert history[-1]["val_accuracy"] >= 0.90
@@ -51,7 +54,7 @@ def test_same_seed_same_weights_and_global_rng_untouched(digits: tuple[torch.Ten
     state = torch.get_rng_state()
     for seed in (3, 3, 4):
         model = copy.deepcopy(base)
-        train(model, x_tr, y_tr, epochs=1, batch_size=64, augment="crop-flip", pad=1, seed=seed, progress=False)
+        train(model, x_tr, y_tr, SGD.replace(epochs=1, batch_size=64, augment="crop-flip", pad=1), seed=seed)
         runs.append(torch.cat([p.flatten() for p in model.parameters()]))
     assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], runs[2])
     assert torch.equal(torch.get_rng_state(), state)
@@ -64,7 +67,7 @@ def test_dropout_is_seeded_too() -> None:
     weights = []
     for _ in range(2):
         model = copy.deepcopy(base)
-        train(model, x, y, epochs=1, batch_size=8, seed=1, progress=False)
+        train(model, x, y, SGD.replace(epochs=1, batch_size=8), seed=1)
         weights.append(torch.cat([p.flatten() for p in model.parameters()]))
     assert torch.equal(weights[0], weights[1])
 
@@ -89,7 +92,7 @@ def test_schedules_set_the_learning_rate(digits: tuple[torch.Tensor, ...]) -> No
     x_tr, y_tr = digits[0][:256], digits[1][:256]
     lrs = {}
     for schedule in SCHEDULES.names():
-        history = train(_fresh(), x_tr, y_tr, epochs=4, batch_size=64, lr=0.05, schedule=schedule, progress=False)
+        history = train(_fresh(), x_tr, y_tr, SGD.replace(epochs=4, batch_size=64, lr=0.05, schedule=schedule))
         lrs[schedule] = [h["lr"] for h in history]
     assert lrs["none"] == [0.05] * 4
     assert lrs["step"] == pytest.approx([0.05, 0.05, 0.005, 0.0005])
@@ -100,7 +103,7 @@ def test_schedules_set_the_learning_rate(digits: tuple[torch.Tensor, ...]) -> No
 def test_checkpoint_is_written_each_epoch(digits: tuple[torch.Tensor, ...], tmp_path: Path) -> None:
     x_tr, y_tr = digits[0][:200], digits[1][:200]
     model = _fresh()
-    train(model, x_tr, y_tr, epochs=2, batch_size=64, progress=False, checkpoint=tmp_path / "ck")
+    train(model, x_tr, y_tr, SGD.replace(epochs=2, batch_size=64), checkpoint=tmp_path / "ck")
     loaded, info = load_model(tmp_path / "ck.safetensors")
     assert info["epoch"] == 2 and len(info["history"]) == 2
     assert torch.equal(loaded(x_tr[:8]), model(x_tr[:8]))
@@ -115,13 +118,13 @@ def test_bad_inputs_raise_typed_errors(digits: tuple[torch.Tensor, ...]) -> None
         (dict(x_train=x * 2, y_train=y), InputError, r"in \[0, 1\]"),
         (dict(x_train=x, y_train=y + 10), InputError, "labels below"),
         (dict(x_train=x, y_train=y, x_val=x), InputError, "both"),
-        (dict(x_train=x, y_train=y, epochs=0), InputError, "epochs"),
-        (dict(x_train=x, y_train=y, optimizer="sgdd"), UnknownNameError, "did you mean 'sgd'"),
-        (dict(x_train=x, y_train=y, schedule="cosin"), UnknownNameError, "known: cosine"),
+        (dict(x_train=x, y_train=y, settings=TrainSettings(epochs=0)), InputError, "epochs"),
+        (dict(x_train=x, y_train=y, settings=TrainSettings(optimizer="sgdd")), UnknownNameError, "did you mean 'sgd'"),
+        (dict(x_train=x, y_train=y, settings=TrainSettings(schedule="cosin")), UnknownNameError, "known: cosine"),
     ]
     for kwargs, error, message in cases:
         with pytest.raises(error, match=message):
-            train(model, progress=False, **kwargs)  # type: ignore[arg-type]
+            train(model, **kwargs)  # type: ignore[arg-type]
 
 
 def test_evaluate_accuracy_restores_mode(digits: tuple[torch.Tensor, ...]) -> None:
