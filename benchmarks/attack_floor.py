@@ -64,7 +64,8 @@ def main() -> None:
             seconds = timed(fn, args.repeats if steps < 40 else 1)
             with torch.no_grad():
                 robust = float((model(fn()).argmax(1) == y).float().mean()) * 100
-            print(f"{name:10s} {steps:5d} {seconds:8.3f} {steps * floor:8.3f} {seconds / (steps * floor):6.3f} {robust:8.2f}")
+            print(f"{name:10s} {steps:5d} {seconds:8.3f} {steps * floor:8.3f} {seconds / (steps * floor):6.3f} "
+                  f"{robust:8.2f}")
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from sparring.evaluate.planted import planted
 from sparring.models import build_model
 from sparring.rng import SampleGenerators
 from sparring.threat import Norm, ThreatModel
-from sparring.train import train
+from sparring.training import TrainSettings, train
 
 
 def _net(ds, seed: int):
@@ -30,15 +30,15 @@ def _net(ds, seed: int):
                        mean=ds.mean, std=ds.std)
 
 
-def _honest(model, x, y, threat, steps: int, attack_models=None, samples: int = 1) -> float:
-    """The reference: margin and CE PGD with 5x the steps and 5 restarts (EOT over `samples` draws per
+def _honest(model, x, y, threat, steps: int, attack_models=None, draws: int = 1) -> float:
+    """The reference: margin and CE PGD with 5x the steps and 5 restarts (EOT over `draws` draws per
     step when > 1) on each of attack_models (default: the model itself), judged on model; a sample is
     robust only if robust to all of them."""
     ok = torch.ones(len(x), dtype=torch.bool)
     for target in attack_models or [model]:
         for seed, loss in ((11, "margin"), (12, "ce")):
-            if samples > 1:
-                run = eot(pgd, "none", samples=samples)
+            if draws > 1:
+                run = eot(pgd, "none", draws=draws)
                 x_adv = run(target, x, y, threat=threat, steps=2 * steps, loss=loss, early_stop=False,
                             generator=SampleGenerators(seed, range(len(x))))
             else:
@@ -63,20 +63,23 @@ def main() -> None:
     x, y = ds.x_test[: args.n], ds.y_test[: args.n]
     threat = ThreatModel(Norm.LINF, args.eps)
     net = _net(ds, 0)
-    train(net, ds.x_train, ds.y_train, epochs=10, optimizer="adam", lr=2e-3, seed=0)
+    # Adam at 2e-3 for 10 epochs in batches of 128; weight decay 5e-4 but for distillation (its own default, 0)
+    settings = TrainSettings(epochs=10, batch_size=128, optimizer="adam", lr=2e-3, weight_decay=5e-4)
+    train(net, ds.x_train, ds.y_train, settings, seed=0, progress=True)
     net.eval()
-    student, _ = distill(lambda: _net(ds, 1), ds.x_train, ds.y_train, temperature=100, epochs=10, optimizer="adam",
-                         lr=2e-3, seed=0)
-    at, _ = adversarial_training(_net(ds, 2), ds.x_train, ds.y_train, method="pgd", threat=threat, steps=7, epochs=10,
-                                 optimizer="adam", lr=2e-3, seed=0)
+    student, _ = distill(lambda: _net(ds, 1), ds.x_train, ds.y_train, temperature=100,
+                         settings=settings.replace(weight_decay=0.0), seed=0)
+    at, _ = adversarial_training(_net(ds, 2), ds.x_train, ds.y_train, method="pgd", threat=threat, steps=7,
+                                 settings=settings, seed=0, progress=True)
     plain_ref = _honest(net, x, y, threat, args.steps)
-    cases = [("distillation T=100", student.eval(), "margin + CE PGD on the student", lambda m: _honest(m, x, y, threat, args.steps)),
+    cases = [("distillation T=100", student.eval(), "margin + CE PGD on the student",
+              lambda m: _honest(m, x, y, threat, args.steps)),
              ("quantization (5 levels, undeclared)", planted("quantization", net), "BPDA (identity) margin + CE PGD",
               lambda m: _honest(m, x, y, threat, args.steps, [attackable(m, x[:32])[0]])),
              ("gradient killer (undeclared)", planted("gradient-killer", net), "the network alone",
               lambda m: plain_ref),
              ("noise on the input, sigma 0.3", planted("noise", net), "EOT PGD, 20 draws, 2x steps",
-              lambda m: _honest(m, x, y, threat, args.steps, samples=20)),
+              lambda m: _honest(m, x, y, threat, args.steps, draws=20)),
              ("median filter 3x3", planted("median", net), "margin + CE PGD through BPDA and through the filter",
               lambda m: _honest(m, x, y, threat, args.steps, [m.for_attack(), m])),
              ("PGD adversarial training (7 steps)", at.eval(), "margin + CE PGD on it",
@@ -95,19 +98,21 @@ def main() -> None:
         adaptive = report["adaptive"][args.eps] if report["adaptive"] else None
         warned = "; ".join(f"{c['name']}: {c['evidence']}" for c in report["checks"] if c["status"] == "warn") or "none"
         rows.append(f"| {label} | {report['verdict']} | {failed} | {warned} | {100 * report['naive'][args.eps]:.1f} | "
-                    f"{'-' if adaptive is None else f'{100 * adaptive:.1f}'} | {100 * ref:.1f} | {ref_label} | {seconds:.0f} |")
+                    f"{'-' if adaptive is None else f'{100 * adaptive:.1f}'} | {100 * ref:.1f} | {ref_label} | "
+                    f"{seconds:.0f} |")
         print(rows[-1], flush=True)
     text = "\n".join([
         f"# The audit against planted broken defenses ({ds.name}, Linf {args.eps:g})", "",
         f"Made by `python benchmarks/audit_planted.py --dataset {ds.name} --eps {args.eps:g} --n {args.n} "
         f"--at-restarts {args.at_restarts}` "
-        f"({torch.__version__}, {torch.get_num_threads()} threads). First {args.n} test images; naive = PGD-{args.steps} "
-        f"with cross-entropy on the model as it is; adaptive = the audit's re-run with the fixes its failed checks "
-        f"call for (BPDA, EOT, margin loss, 2x steps, 3 restarts), per sample robust only if robust to every attack "
-        f"the audit ran. The adversarially trained model is audited as it should be evaluated, with "
-        f"{args.at_restarts} restarts (with 1 its audit warns that PGD-40 x 2 restarts finds 3 more of the 200; "
-        f"no check fails either way). Reference: the honest number the adaptive one should reach (margin + CE PGD with 5x the "
-        f"steps and 5 restarts, on the network alone for the layers that only hide gradients).", "", *rows, ""])
+        f"({torch.__version__}, {torch.get_num_threads()} threads). First {args.n} test images; "
+        f"naive = PGD-{args.steps} with cross-entropy on the model as it is; adaptive = the audit's re-run with "
+        f"the fixes its failed checks call for (BPDA, EOT, margin loss, 2x steps, 3 restarts), per sample robust "
+        f"only if robust to every attack the audit ran. The adversarially trained model is audited as it should "
+        f"be evaluated, with {args.at_restarts} restarts (with 1 its audit warns that PGD-40 x 2 restarts finds "
+        f"3 more of the 200; no check fails either way). Reference: the honest number the adaptive one should "
+        f"reach (margin + CE PGD with 5x the steps and 5 restarts, on the network alone for the layers that only "
+        f"hide gradients).", "", *rows, ""])
     print(text)
     if args.out:
         with open(args.out, "w") as f:

@@ -16,6 +16,7 @@ give the honest robust accuracy on the same images. Writes a Markdown report. Us
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import platform
 import shlex
@@ -27,7 +28,7 @@ from pathlib import Path
 import torch
 
 from sparring.data import load_dataset, require_train
-from sparring.defenses.sweep import ARTICLE_ATTACK, filter_sweep, honest_check
+from sparring.defenses.sweep import ARTICLE_ATTACK, SWEEP_TRAINING, filter_sweep, honest_check
 from sparring.errors import SparringError
 from sparring.models import build_model
 from sparring.store import write_atomic
@@ -126,6 +127,13 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(args.seed)
     torch.set_num_threads(max(1, args.threads))
     start = time.perf_counter()
+    # filter_sweep logs one line per setting to "sparring.defenses"; print them as before
+    sweep_log = logging.StreamHandler(sys.stdout)
+    sweep_log.setFormatter(logging.Formatter("[sweep] %(message)s"))
+    logger = logging.getLogger("sparring.defenses")
+    level = logger.level
+    logger.addHandler(sweep_log)
+    logger.setLevel(logging.INFO)
     try:
         ds = load_dataset(args.dataset, data_dir=args.data_dir)
         x_train, y_train = require_train(ds)
@@ -134,10 +142,10 @@ def main(argv: list[str] | None = None) -> int:
         args.n_train_used = len(x_train)
         filters = [("gaussian", s) for s in args.sigmas] + [("median", w) for w in args.windows]
         rows = filter_sweep(lambda: build_model(args.model, mean=ds.mean, std=ds.std), x_train, y_train,
-                            ds.x_test, ds.y_test, filters=filters, eps=args.eps, epochs=args.epochs,
-                            batch_size=args.batch_size, lr=args.lr, seed=args.seed, device=args.device,
-                            n_attack=args.n_attack, attack_params={"steps": args.steps, "step_size": args.step_size},
-                            log=lambda line: print(f"[sweep] {line}", flush=True))
+                            ds.x_test, ds.y_test, filters=filters, eps=args.eps,
+                            settings=SWEEP_TRAINING.replace(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr),
+                            seed=args.seed, device=args.device, n_attack=args.n_attack,
+                            attack_params={"steps": args.steps, "step_size": args.step_size})
         x, y = ds.x_test[: args.n_attack], ds.y_test[: args.n_attack]
         honest = []
         for r in rows:
@@ -147,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     except SparringError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        logger.removeHandler(sweep_log)
+        logger.setLevel(level)
     text = report(args, rows, honest, time.perf_counter() - start, argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     write_atomic(args.out, text)

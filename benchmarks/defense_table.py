@@ -35,34 +35,35 @@ from sparring.models import build_model, load_pretrained
 from sparring.rng import SampleGenerators
 from sparring.store import write_atomic
 from sparring.threat import Norm, ThreatModel
-from sparring.train import train
+from sparring.training import TrainSettings, train
 
 AT = importlib.import_module("sparring.defenses.adversarial_training")
 EPS = 0.3
 LINF = ThreatModel(Norm.LINF, EPS)
+# Adam with a one-cycle learning rate in batches of 128, no weight decay: every model here (lr and epochs per use)
+ADAM_ONECYCLE = TrainSettings(batch_size=128, optimizer="adam", weight_decay=0.0, schedule="onecycle")
 
 
 def plain(data, seed: int, arch: str = "mnist-small", epochs: int = 3) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = build_model(arch)
-    train(model, data.x_train, data.y_train, epochs=epochs, optimizer="adam", lr=3e-3, weight_decay=0.0,
-          schedule="onecycle", seed=seed, progress=False)
+    train(model, data.x_train, data.y_train, ADAM_ONECYCLE.replace(epochs=epochs, lr=3e-3), seed=seed)
     return model.eval()
 
 
-def adversarial(data, method: str, seed: int = 0, **kwargs) -> torch.nn.Module:
+def adversarial(data, method: str, seed: int = 0, epochs: int = 10, **kwargs) -> torch.nn.Module:
     torch.manual_seed(seed)
     model = build_model("mnist-small")
-    settings = dict(threat=LINF, epochs=10, optimizer="adam", lr=5e-3, weight_decay=0.0, schedule="onecycle",
-                    seed=seed, progress=False, x_val=data.x_test[-1000:], y_val=data.y_test[-1000:])
-    settings.update(kwargs)
-    AT.adversarial_training(model, data.x_train, data.y_train, method=method, **settings)
+    AT.adversarial_training(model, data.x_train, data.y_train, method=method, threat=LINF,
+                            settings=ADAM_ONECYCLE.replace(epochs=epochs, lr=5e-3), seed=seed,
+                            x_val=data.x_test[-1000:], y_val=data.y_test[-1000:], **kwargs)
     return model.eval()
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
-        return 100 * float(torch.cat([model(x[i:i + 500]).argmax(1) for i in range(0, len(x), 500)]).eq(y).float().mean())
+        predicted = torch.cat([model(x[i:i + 500]).argmax(1) for i in range(0, len(x), 500)])
+    return 100 * float(predicted.eq(y).float().mean())
 
 
 def attacks(model, x, y, seed: int = 0) -> dict[str, float]:
@@ -161,8 +162,8 @@ def section_ensemble(data, n: int) -> str:
 def section_smoothing(data, n: int, samples: int = 10_000) -> str:
     torch.manual_seed(0)
     model = build_model("mnist-small")
-    _, seconds = timed(noise_training, model, data.x_train, data.y_train, sigma=0.25, epochs=5, optimizer="adam",
-                       lr=3e-3, weight_decay=0.0, schedule="onecycle", seed=0, progress=False)
+    _, seconds = timed(noise_training, model, data.x_train, data.y_train, sigma=0.25,
+                       settings=ADAM_ONECYCLE.replace(epochs=5, lr=3e-3), seed=0)
     smoothed = SmoothedClassifier(model.eval(), sigma=0.25, num_classes=10)
     x, y = data.x_test[:n], data.y_test[:n]
     (classes, radii), certify_s = timed(smoothed.certify, x, n0=100, n=samples, alpha=0.001,
@@ -177,7 +178,8 @@ def section_smoothing(data, n: int, samples: int = 10_000) -> str:
         f"et al. 2019 with n0 = 100, n = {samples}, alpha = 0.001 on the first {n} test images, "
         f"{torch.get_num_threads()} CPU threads. Certified accuracy: the fraction classified correctly with a "
         "certified L2 radius at least r (abstentions count as wrong). The paper uses n = 100,000, which "
-        "raises the largest certifiable radius (sigma x Phi^-1 of the bound when all n draws agree) from 0.80 to 0.95 here.",
+        "raises the largest certifiable radius (sigma x Phi^-1 of the bound when all n draws agree) from 0.80 "
+        "to 0.95 here.",
         "",
         "| sigma | r = 0 | r = 0.25 | r = 0.5 | r = 0.75 | r = 1.0 | abstained % | certify s / image |",
         "|---|---|---|---|---|---|---|---|",

@@ -20,15 +20,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from _doc import device_name, machine, publish, table_doc  # noqa: E402
 from sparring.data import load_dataset  # noqa: E402
 from sparring.defenses import adversarial_training  # noqa: E402
 from sparring.models import build_model  # noqa: E402
-from sparring.precision import training_options  # noqa: E402
 from sparring.threat import Norm, ThreatModel  # noqa: E402
+from sparring.training import TrainSettings  # noqa: E402
 
-from _doc import device_name, machine, publish, table_doc  # noqa: E402
-
-SETTINGS = {"fp32": {}, "bf16": {"precision": "bf16"}, "bf16+channels_last": {"precision": "bf16", "channels_last": True},
+# the TrainSettings fields (precision, channels_last, compile) each setting changes
+SETTINGS = {"fp32": {}, "bf16": {"precision": "bf16"},
+            "bf16+channels_last": {"precision": "bf16", "channels_last": True},
             "fp16": {"precision": "fp16"}, "channels_last": {"channels_last": True}, "compile": {"compile": True}}
 
 
@@ -36,7 +37,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--dataset", default="cifar10")
     p.add_argument("--model", default="preact-resnet18")
-    p.add_argument("--settings", default="fp32,bf16,bf16+channels_last", help=f"comma-separated: {', '.join(SETTINGS)}")
+    p.add_argument("--settings", default="fp32,bf16,bf16+channels_last",
+                   help=f"comma-separated: {', '.join(SETTINGS)}")
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.2)
@@ -56,21 +58,23 @@ def main() -> None:
         torch.manual_seed(0)
         model = build_model(args.model, num_classes=ds.num_classes, in_channels=ds.input_shape[0], mean=ds.mean,
                             std=ds.std)
-        with training_options(**SETTINGS[label]):
-            _, history = adversarial_training(
-                model, x, y, method="fgsm-rs", threat=ThreatModel(Norm.LINF, 8 / 255), epochs=args.epochs,
-                batch_size=args.batch_size, optimizer="sgd", lr=args.lr, momentum=0.9, weight_decay=5e-4,
-                augment="crop-flip", x_val=ds.x_test, y_val=ds.y_test, seed=0, device=args.device, progress=False)
+        knobs = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, optimizer="sgd", lr=args.lr,
+                              momentum=0.9, weight_decay=5e-4, schedule="onecycle", augment="crop-flip",
+                              **SETTINGS[label])
+        _, history = adversarial_training(model, x, y, method="fgsm-rs", threat=ThreatModel(Norm.LINF, 8 / 255),
+                                          settings=knobs, x_val=ds.x_test, y_val=ds.y_test, seed=0,
+                                          device=args.device)
         times = " / ".join(f"{h['time_s']:.1f}" for h in history)
         last = history[-1]
-        rows.append(f"| {label} | {times} | {last['time_s']:.1f} | {15 * last['time_s'] / 60:.1f} | {last['loss']:.3f} | "
-                    f"{100 * last['train_accuracy']:.1f} | {100 * last.get('robust_accuracy', float('nan')):.1f} |")
+        rows.append(f"| {label} | {times} | {last['time_s']:.1f} | {15 * last['time_s'] / 60:.1f} | "
+                    f"{last['loss']:.3f} | {100 * last['train_accuracy']:.1f} | "
+                    f"{100 * last.get('robust_accuracy', float('nan')):.1f} |")
         print(rows[-1], flush=True)
     text = table_doc(
         "One epoch of FGSM-RS adversarial training",
         f"Command: `python benchmarks/fast_at_epoch.py --dataset {args.dataset} --model {args.model} --settings "
-        f"{args.settings} --epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr} --train-n {args.train_n} "
-        f"--device {args.device}`; {machine(device_name(args.device))}.",
+        f"{args.settings} --epochs {args.epochs} --batch-size {args.batch_size} --lr {args.lr} "
+        f"--train-n {args.train_n} --device {args.device}`; {machine(device_name(args.device))}.",
         f"FGSM-RS (eps 8/255, step 10/255, random start) on {n} {args.dataset} training images, batch "
         f"{args.batch_size}, SGD on a one-cycle schedule (peak lr {args.lr}), crop and flip. Seconds of each epoch "
         "(the first includes cuDNN's algorithm search), the last epoch's seconds and the 15 epochs of the paper "

@@ -17,10 +17,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from peer_adapters import ADAPTERS, SETTINGS
 from sparring.data import load_dataset, load_inputs
 from sparring.evaluate import Counter, CountingModel, frozen
 from sparring.models import load_pretrained
-from peer_adapters import ADAPTERS, SETTINGS
 
 
 def floor_time(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, repeats: int = 5) -> float:
@@ -95,7 +95,8 @@ def main() -> None:
                 except ImportError as exc:
                     print(f"{name:10s} {lib:13s} not installed ({exc.name})")
                     continue
-                r = min((measure(run, model, x, y, floor) for _ in range(max(args.repeats, 1))), key=lambda m: m["time"])
+                r = min((measure(run, model, x, y, floor) for _ in range(max(args.repeats, 1))),
+                        key=lambda m: m["time"])
                 print(f"{name:10s} {lib:13s} {n:5d} {r['time']:8.2f} {r['passes']:7.1f} {r['ratio']:7.2f} "
                       f"{r['robust']:8.2f} {r['l2']:8.4f} {r['linf']:8.4f}", flush=True)
 

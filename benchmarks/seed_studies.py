@@ -140,8 +140,9 @@ def study_a(s: Study) -> list[str]:
     lines += ["## Gaussian noise layers (the report's Figures 6 and 7): FGSM accuracy (%, correctly classified)", ""]
     eps = list(SEED_TABLE1["fgsm"])
     noise = [v for v in s.variants if v.startswith("noise")]
-    lines += table(["model", "clean", *eps], [[v, f(s.clean(v)), *[f(s.robust(v, "fgsm", e, over="correct")) for e in eps]]
-                                             for v in [none, *noise]]) + [""]
+    lines += table(["model", "clean", *eps],
+                   [[v, f(s.clean(v)), *[f(s.robust(v, "fgsm", e, over="correct")) for e in eps]]
+                    for v in [none, *noise]]) + [""]
     gain = max(abs(s.robust(v, "fgsm", e) - s.robust(none, "fgsm", e)) for v in noise for e in eps)
     lines += [f"Largest FGSM difference between a noise model and the base model: {gain:.1f} points (the report: "
               "noise layers gave no real robustness, 'slightly lower' accuracy).", ""]
@@ -157,8 +158,8 @@ def study_b(s: Study) -> list[str]:
         success = (unbounded or {}).get("attack_success_rate")
         score = s.clean(v) / 100 * mean.get("mean", math.nan)
         rows.append((score, [v, f(s.clean(v)), f(100 * success if success is not None else math.nan),
-                             f"{mean.get('mean', math.nan):.3f}", f"{score:.3f}", f(s.robust(v, "article attack", "1.5")),
-                             f(s.robust(v, "pgd", "1.5"))]))
+                             f"{mean.get('mean', math.nan):.3f}", f"{score:.3f}",
+                             f(s.robust(v, "article attack", "1.5")), f(s.robust(v, "pgd", "1.5"))]))
     rows.sort(key=lambda r: -r[0] if not math.isnan(r[0]) else math.inf)
     lines += table(["filter (train and test)", "clean", "article attack success (unbounded)", "mean L2",
                     "score = acc x mean L2", "robust @ L2 1.5, article attack", "robust @ L2 1.5, PGD-50 (BPDA)"],
@@ -199,12 +200,14 @@ def study_d(s: Study) -> list[str]:
     lines += [f"Shape: FGSM fools the undefended model (error {f(100 - s.robust('none', 'fgsm', '0.3'))}%): "
               f"{holds(100 - s.robust('none', 'fgsm', '0.3') > 50)}.",
               f"Shape: the substitute black-box attack fools the undefended model (error "
-              f"{f(100 - s.robust('none', 'substitute', '0.3'))}%): {holds(100 - s.robust('none', 'substitute', '0.3') > 30)}.",
+              f"{f(100 - s.robust('none', 'substitute', '0.3'))}%): "
+              f"{holds(100 - s.robust('none', 'substitute', '0.3') > 30)}.",
               f"Shape: FGSM adversarial training resists white-box FGSM better than black-box attacks (FGSM error "
               f"{f(100 - s.robust('FGSM AT', 'fgsm', '0.3'))}% vs black-box {f(worst_black['FGSM AT'])}%): "
               f"{holds(100 - s.robust('FGSM AT', 'fgsm', '0.3') < worst_black['FGSM AT'])}.",
               f"Shape: ensemble adversarial training lowers the black-box error ({f(worst_black['ensemble AT'])}% vs "
-              f"{f(worst_black['FGSM AT'])}% for FGSM AT): {holds(worst_black['ensemble AT'] < worst_black['FGSM AT'])}.", ""]
+              f"{f(worst_black['FGSM AT'])}% for FGSM AT): "
+              f"{holds(worst_black['ensemble AT'] < worst_black['FGSM AT'])}.", ""]
     return lines
 
 
@@ -224,7 +227,8 @@ def main() -> None:
              f"`python benchmarks/seed_studies.py {args.study} {args.run_dir} --out {args.out}"
              + (f" --notes {args.notes}" if args.notes else "") + "`.",
              f"Run: {m.get('started', '?')}, sparring {m.get('sparring', '?')}, torch {m.get('torch', '?')}, device "
-             f"{m.get('device', '?')}, {m.get('threads', '?')} thread(s); dataset {m.get('dataset', {}).get('name', '?')}, "
+             f"{m.get('device', '?')}, {m.get('threads', '?')} thread(s); "
+             f"dataset {m.get('dataset', {}).get('name', '?')}, "
              f"first {m.get('dataset', {}).get('n', '?')} test images, seed {m.get('seed', '?')}.", "",
              "## Models", ""]
     lines += table(["model / defense", "clean accuracy (%)", "training time"],

@@ -6,7 +6,8 @@ dataset augmentation within the budget, then FGSM (Linf eps 0.3) runs on the sub
 held-out test images 5000..5999; the transfer success is the fraction of those the oracle
 misclassifies (paper: 84% on MetaMind after 6,400 queries). Usage:
 
-    python benchmarks/substitute_mnist.py [--budget 6400] [--arch cnn] [--rounds 7] [--augment-step 0.2] [--device cuda]
+    python benchmarks/substitute_mnist.py [--budget 6400] [--arch cnn] [--rounds 7] [--augment-step 0.2] \
+        [--device cuda]
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import time
 import torch
 
 from sparring.attacks.fgsm import fgsm
-from sparring.attacks.substitute import train_substitute
+from sparring.attacks.substitute import SUBSTITUTE_TRAINING, train_substitute
 from sparring.data import load_dataset
 from sparring.models import load_pretrained
 from sparring.oracle import LabelOracle
@@ -50,10 +51,11 @@ def main() -> None:
     seed_x = ds_x[: args.seed_size]
     x_held, y_held = ds_x[5000:6000], ds_y[5000:6000]
     tick = time.perf_counter()
-    sub, info = train_substitute(oracle, seed_x, arch=args.arch, rounds=args.rounds, epochs=args.epochs,
-                                 augment_step=args.augment_step, reservoir=args.reservoir, lr=args.lr,
-                                 weight_decay=args.weight_decay, sign_flip_every=args.sign_flip_every,
-                                 augment=args.augment,
+    settings = SUBSTITUTE_TRAINING.replace(epochs=args.epochs, lr=args.lr, weight_decay=args.weight_decay,
+                                           augment=args.augment)
+    sub, info = train_substitute(oracle, seed_x, arch=args.arch, rounds=args.rounds,
+                                 augment_step=args.augment_step, reservoir=args.reservoir,
+                                 sign_flip_every=args.sign_flip_every, settings=settings,
                                  x_eval=x_held, y_eval=y_held, seed=args.seed)
     seconds = time.perf_counter() - tick
     with torch.no_grad():
@@ -67,8 +69,8 @@ def main() -> None:
         with torch.no_grad():
             fooled = (target(x_adv).argmax(1) != y_held).float().mean().item()
             white = (sub(x_adv).argmax(1) != y_held).float().mean().item()
-        print(f"FGSM ({loss} loss) eps {args.eps} on the substitute: misclassified by the substitute {100 * white:.2f}%, "
-              f"transfer success (misclassified by the oracle) {100 * fooled:.2f}%")
+        print(f"FGSM ({loss} loss) eps {args.eps} on the substitute: misclassified by the substitute "
+              f"{100 * white:.2f}%, transfer success (misclassified by the oracle) {100 * fooled:.2f}%")
 
 if __name__ == "__main__":
     main()

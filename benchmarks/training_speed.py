@@ -18,14 +18,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "src"))
 
+from _doc import device_name, machine, publish, table_doc  # noqa: E402
 from sparring.data import load_dataset  # noqa: E402
 from sparring.models import build_model  # noqa: E402
-from sparring.precision import training_options  # noqa: E402
-from sparring.train import train  # noqa: E402
+from sparring.training import TrainSettings, train  # noqa: E402
 
-from _doc import device_name, machine, publish, table_doc  # noqa: E402
-
-SETTINGS = [("fp32", {}), ("bf16 autocast", {"precision": "bf16"}), ("fp16 autocast + scaler", {"precision": "fp16"}),
+# the TrainSettings fields (precision, channels_last, compile) each setting changes
+SETTINGS = [("fp32", {}), ("bf16 autocast", {"precision": "bf16"}),
+            ("fp16 autocast + scaler", {"precision": "fp16"}),
             ("channels_last", {"channels_last": True}), ("torch.compile", {"compile": True})]
 
 
@@ -48,16 +48,17 @@ def main() -> None:
         model = build_model(args.model, num_classes=ds.num_classes, in_channels=ds.input_shape[0], mean=ds.mean,
                             std=ds.std)
         try:
-            with training_options(**options):
-                history = train(model, x, y, epochs=2, batch_size=args.batch_size, optimizer="sgd", lr=0.05,
-                                schedule="none", seed=0, device=args.device, progress=False)
+            settings = TrainSettings(epochs=2, batch_size=args.batch_size, optimizer="sgd", lr=0.05,
+                                     weight_decay=5e-4, schedule="none", **options)
+            history = train(model, x, y, settings, seed=0, device=args.device)
         except Exception as exc:  # e.g. no compiler for torch.compile, fp16 kernels missing on this CPU
             rows.append(f"| {label} | failed: {str(exc).splitlines()[0][:80]} | | |")
             print(rows[-1], flush=True)
             continue
         seconds = history[1]["time_s"]
         base = base or seconds
-        rows.append(f"| {label} | {1000 * seconds / args.steps:.0f} | {base / seconds:.2f}x | {history[1]['loss']:.3f} |")
+        rows.append(f"| {label} | {1000 * seconds / args.steps:.0f} | {base / seconds:.2f}x | "
+                    f"{history[1]['loss']:.3f} |")
         print(rows[-1], flush=True)
     text = table_doc(
         "Training speed opt-ins",

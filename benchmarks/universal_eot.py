@@ -49,9 +49,11 @@ def run_universal(model, x_test, y_test, args) -> None:
         reference = pgd(model, x_held, y_held, threat=threat, steps=40, generator=gen(args.seed))
         with torch.no_grad():
             per_sample = float((model(reference).argmax(1) != y_held).float().mean())
-        print(f"[universal] Linf {eps}: fooling rate (prediction changed) {100 * float((adv != clean).float().mean()):.2f}%, "
-              f"error {100 * float((adv != y_held).float().mean()):.2f}% held-out; error {100 * fit:.2f}% on the fitting "
-              f"images 0..999 ({args.passes} passes, {seconds:.0f}s); per-sample PGD-40 reference error {100 * per_sample:.2f}%")
+        changed, wrong = float((adv != clean).float().mean()), float((adv != y_held).float().mean())
+        print(f"[universal] Linf {eps}: fooling rate (prediction changed) {100 * changed:.2f}%, "
+              f"error {100 * wrong:.2f}% held-out; error {100 * fit:.2f}% on the fitting "
+              f"images 0..999 ({args.passes} passes, {seconds:.0f}s); per-sample PGD-40 reference error "
+              f"{100 * per_sample:.2f}%")
 
 
 def run_eot(model, x_test, y_test, args) -> None:
@@ -65,15 +67,16 @@ def run_eot(model, x_test, y_test, args) -> None:
         if name == "pgd":
             x_adv = pgd(model, x, y, threat=threat, steps=args.steps, loss=args.eot_loss, generator=gen(args.seed))
         else:
-            x_adv = eot_pgd(model, x, y, threat=threat, transform=transform, samples=args.samples, steps=args.steps,
+            x_adv = eot_pgd(model, x, y, threat=threat, transform=transform, draws=args.samples, steps=args.steps,
                             loss=args.eot_loss, generator=gen(args.seed))
         seconds = time.perf_counter() - tick
         with torch.no_grad():
             white = float((model(x_adv).argmax(1) != y).float().mean())
         rates[name] = evaluate_under_transforms(model, x_adv, y, transform, draws=args.draws,
                                                 generator=gen(10_000 + args.seed))
-        print(f"[eot] {name:8s} Linf {args.eps_eot}, {args.steps} steps: success without transformation {100 * white:.2f}%, "
-              f"under {args.draws} fresh transformations each {100 * rates[name]:.2f}% ({seconds:.0f}s)")
+        print(f"[eot] {name:8s} Linf {args.eps_eot}, {args.steps} steps: success without transformation "
+              f"{100 * white:.2f}%, under {args.draws} fresh transformations each {100 * rates[name]:.2f}% "
+              f"({seconds:.0f}s)")
     print(f"[eot] clean images under the same transformations: error {100 * base:.2f}% (the floor of both rates)")
     ratio = rates["eot-pgd"] / max(rates["pgd"], 1e-12)
     excess = (rates["eot-pgd"] - base) / max(rates["pgd"] - base, 1e-12)
@@ -91,8 +94,8 @@ def main() -> None:
     parser.add_argument("--eps-eot", type=float, default=0.3)
     parser.add_argument("--n-eot", type=int, default=200)
     parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--samples", type=int, default=10)
-    parser.add_argument("--draws", type=int, default=10)
+    parser.add_argument("--samples", type=int, default=10, help="EOT-PGD's transformations per step (its draws)")
+    parser.add_argument("--draws", type=int, default=10, help="fresh transformations per image in the evaluation")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--eot-loss", default="ce", help="loss of both PGD and EOT-PGD")
     parser.add_argument("--model", default="lenet5-advertorch-clean")
