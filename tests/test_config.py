@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from sparring import paths
 from sparring.config import Config, config_from_dict, dump_toml, load_config, parse_eps
-from sparring.errors import ConfigError
+from sparring.errors import ConfigError, DataError
 from sparring.experiment import attack_specs
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
@@ -39,7 +40,12 @@ def test_default_config_is_the_digits_file():
 def test_committed_configs_resolve(path):
     config = load_config(path)
     assert load_config(path) == config
-    specs = attack_specs(config.attacks, config.evaluate.eps)
+    try:
+        specs = attack_specs(config.attacks, config.evaluate.eps)
+    except DataError as exc:  # an attack that names a pretrained surrogate loads it
+        if paths.find_weights_dir() is not None:
+            raise
+        pytest.skip(f"{path.name} names pretrained weights and no weights folder is here: {exc}")
     assert specs and all(s.eps for s in specs)
     again = config_from_dict(__import__("tomllib").loads(dump_toml(config)))
     assert again == config
