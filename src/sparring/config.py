@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .paths import check_name
 
 
 def parse_eps(value: object) -> tuple[str, float]:
@@ -239,6 +240,7 @@ def _variant(table: Any, where: str) -> VariantConfig:
 
 
 def _check_matrix(config: Config) -> None:
+    check_name(config.name, "name (the run folder's default name, runs/<name>)")
     if config.variants and config.defenses:
         raise ConfigError("expected either [[defenses]] (one defense chain) or [[variants]] (several), got both")
     for where, value in (("train.precision", config.train.precision),

@@ -15,15 +15,17 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from .errors import DataError
+from .errors import ConfigError, DataError, InputError
 
 __all__ = [
     "KNOWN_SHA256",
+    "check_name",
     "check_sha256",
     "default_data_dirs",
     "default_weights_dirs",
     "find_data_dir",
     "find_weights_dir",
+    "inside",
     "repo_root",
     "sha256_file",
 ]
@@ -56,6 +58,26 @@ def safe_name(text: object, limit: int = 0) -> str:
     become '-'; at most `limit` characters when limit > 0; "x" when nothing is left."""
     name = re.sub(r"[^A-Za-z0-9._-]+", "-", str(text)).strip("-.")
     return (name[:limit] if limit > 0 else name) or "x"
+
+
+def check_name(text: object, what: str) -> str:
+    """``text`` if it is a name: a non-empty string without path separators, control characters or a
+    leading '.' (so no '..', no hidden file, no absolute path). Names become file names inside a run
+    folder; a path there could write anywhere. Raises ConfigError naming ``what``."""
+    if not isinstance(text, str) or not text.strip():
+        raise ConfigError(f"{what}: expected a non-empty name, got {text!r}")
+    if any(c in "/\\" or ord(c) < 32 or ord(c) == 127 for c in text) or text.startswith("."):
+        raise ConfigError(f"{what}: expected a name without '/', '\\', control characters or a leading '.', "
+                          f"got {text!r}")
+    return text
+
+
+def inside(folder: Path, path: Path) -> Path:
+    """``path`` if it resolves inside ``folder`` (links followed), else InputError: every file a run writes
+    stays in its output folder."""
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise InputError(f"expected a path inside {folder}, got {path}")
+    return path
 
 
 def repo_root() -> Path | None:

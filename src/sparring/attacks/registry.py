@@ -18,6 +18,8 @@ hyperparameters that make the attack fast enough for the shared invariant suite 
 from __future__ import annotations
 
 import functools
+import inspect
+import math
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -25,12 +27,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from ..registry import Registry
 from ..threat import ThreatModel
 from .checks import check_batch, check_labels
 
-__all__ = ["ATTACKS", "Attack", "translate"]
+__all__ = ["ATTACKS", "Attack", "check_params", "translate"]
 
 Attack = Callable[..., Tensor]
 
@@ -50,6 +52,36 @@ def translate(name: str, params: dict[str, Any], renamed: Renamed) -> dict[str, 
             value = params.pop(old)
             params[key] = value if convert is None else convert(value)
     return params
+
+
+_KINDS: tuple[tuple[type, str], ...] = ((bool, "true or false"), (int, "an integer"), (float, "a finite number"),
+                                       (str, "a string"))
+
+
+def check_params(name: str, fn: Attack, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` checked against ``fn``'s keyword parameters annotated as plain bool, int, float or str
+    with a default of that type (bool takes only true/false, int only an integer, float any finite number,
+    str a string; wider annotations and None defaults are left to the attack); ints for a float become
+    floats. Raises ConfigError naming the
+    parameter, what it takes and what was given."""
+    signature = inspect.signature(fn).parameters
+    out = dict(params)
+    for key, value in params.items():
+        if key not in signature:
+            continue
+        default, annotation = signature[key].default, signature[key].annotation
+        declared = annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+        for kind, what in _KINDS:
+            if isinstance(default, kind) and declared == kind.__name__:  # a wider annotation is not checked
+                ok = isinstance(value, kind) and (kind is bool or not isinstance(value, bool))
+                if kind is float:
+                    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+                    if ok:
+                        out[key] = float(value)
+                if not ok:
+                    raise ConfigError(f"attack {name}: expected {key} to be {what}, got {value!r}")
+                break
+    return out
 
 
 def _guard(name: str, fn: Attack, meta: dict[str, Any]) -> Attack:

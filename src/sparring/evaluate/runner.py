@@ -20,6 +20,7 @@ from torch import Tensor, nn
 from ..attacks import ATTACKS
 from ..distributed import Dist, current
 from ..errors import InputError
+from ..paths import inside
 from ..precision import autocast, check_precision, exact_float32
 from ..records import Record
 from ..rng import SampleGenerators
@@ -204,7 +205,7 @@ def _save_gallery(gallery_dir: Path, spec: AttackSpec, index: int, x: Tensor, x_
     buffer = io.BytesIO()
     torch.save({"x": x[rows].float(), "x_adv": x_adv[rows].float(), "y": y[rows], "pred_clean": clean_pred,
                 "pred_adv": pred[rows], "conf_clean": clean_conf, "conf_adv": conf[rows], "index": rows}, buffer)
-    write_atomic(gallery_dir / name, buffer.getvalue())
+    write_atomic(inside(gallery_dir, gallery_dir / name), buffer.getvalue())
     return f"{gallery_dir.name}/{name}"
 
 

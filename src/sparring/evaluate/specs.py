@@ -11,8 +11,9 @@ from typing import Any
 from torch import Tensor, nn
 
 from ..attacks import ATTACKS
-from ..attacks.registry import translate
+from ..attacks.registry import check_params, translate
 from ..errors import ConfigError, InputError
+from ..paths import check_name
 from ..rng import SampleGenerators, derive, integers
 from ..threat import Norm
 
@@ -59,6 +60,8 @@ class AttackSpec:
         if unknown:
             raise ConfigError(f"attack {self.name} has no parameter {unknown[0]!r} "
                               f"(accepted: {', '.join(sorted(accepted))})")
+        object.__setattr__(self, "params", check_params(self.name, ATTACKS.get(self.name), self.params))
+        check_name(self.label, f"attack {self.name}'s label")
         if not self.eps:
             raise ConfigError(f"attack {self.label} needs at least one eps")
 

@@ -60,11 +60,11 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True) -> Path:
     write the report; resumes in `out`. Progress goes to the "sparring" logger."""
     _, dist, device = join_job(config.device)  # under torchrun: rank 0 writes, every rank attacks a shard
     progress = progress and dist.main
+    specs = attack_specs(config.attacks, config.evaluate.eps)  # a bad attack entry is refused before any file
     store = RunStore(out)
     if dist.main:
         store.open(config)
     dist.barrier()
-    specs = attack_specs(config.attacks, config.evaluate.eps)
     units = matrix(config, out)
     ds, n = _dataset(config, units)
     built: list[tuple[Unit, nn.Module, dict[str, Any]]] = []  # every model is trained (and saved) first
