@@ -247,6 +247,8 @@ def _check_matrix(config: Config) -> None:
                          ("evaluate.precision", config.evaluate.precision)):
         if value not in ("fp32", "bf16", "fp16"):
             raise ConfigError(f"{where} must be \"fp32\", \"bf16\" or \"fp16\", got {value!r}")
+    if config.evaluate.gallery < 0:
+        raise ConfigError(f"evaluate.gallery must be >= 0 (images per cell; 0 = none), got {config.evaluate.gallery}")
     if config.evaluate.over not in ("all", "correct"):
         raise ConfigError(f"evaluate.over must be \"all\" or \"correct\", got {config.evaluate.over!r}")
     for what, labels in (("variants", [v.name for v in config.variants]),

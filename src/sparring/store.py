@@ -4,11 +4,14 @@ Records are appended one line at a time and fsynced, so a killed run loses at mo
 was computing; a partial last line (killed mid-write) is cut off when the folder is reopened.
 A folder is reopened for the same config by value: its config.toml is parsed with today's defaults, so a
 field added since (with its default) does not stop an old folder from resuming; a changed value does.
+An open folder is locked (flock on its .lock file, released when the process ends, even by SIGKILL), so a
+second run on the same folder refuses in one line instead of interleaving records with the first.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
 import platform
@@ -38,10 +41,13 @@ class RunStore:
     def __init__(self, root: Path) -> None:
         self.root = Path(root)
         self.results = self.root / "results.jsonl"
+        self._lock_fd: int | None = None
 
     def open(self, config: Config) -> None:
-        """Create the folder, or check that an existing one holds a run of the same config (by value)."""
+        """Create the folder and lock it, or check that an existing one holds a run of the same config (by
+        value). Raises ConfigError when another process holds the folder or its config differs."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self._lock()
         path = self.root / "config.toml"
         if path.exists():
             saved = self._saved(path)
@@ -51,6 +57,30 @@ class RunStore:
         else:
             write_atomic(path, dump_toml(config))
         self._repair_tail()
+
+    def _lock(self) -> None:
+        if self._lock_fd is not None:
+            return
+        fd = os.open(self.root / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise ConfigError(f"{self.root} is in use by another sparring run ({holder}); wait for it to finish, "
+                              f"or pass --out NEW_DIR") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, since {time.strftime('%Y-%m-%dT%H:%M:%S%z')}".encode())
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Release the folder's lock (also done when the store is collected or the process ends)."""
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def __del__(self) -> None:
+        self.close()
 
     @staticmethod
     def _saved(path: Path) -> Config:

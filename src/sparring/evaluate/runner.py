@@ -190,7 +190,7 @@ def _cell_record(model: nn.Module, x: Tensor, y: Tensor, targets: Tensor, x_adv:
         "queries": counter.forward if spec.kind == "blackbox" else None,
         "robust_bits": pack_mask(robust), "confusion": confusion(y[correct], landed, k),
     }
-    if gallery_dir is not None and n_attacked:
+    if gallery_dir is not None and n_attacked and gallery_size > 0:
         record["gallery"] = _save_gallery(gallery_dir, spec, index, x, x_adv, y, correct, pred, conf, model,
                                           batch_size, device, gallery_size)
     return record

@@ -65,51 +65,55 @@ def run_experiment(config: Config, out: Path, *, progress: bool = True) -> Path:
     if dist.main:
         store.open(config)
     dist.barrier()
-    units = matrix(config, out)
-    ds, n = _dataset(config, units)
-    built: list[tuple[Unit, nn.Module, dict[str, Any]]] = []  # every model is trained (and saved) first
-    for unit in units:
-        if dist.active and not unit.chain.data_parallel:  # rank 0 trains alone, the others load its model
-            if dist.main:
-                with solo():
+    try:
+        units = matrix(config, out)
+        ds, n = _dataset(config, units)
+        built: list[tuple[Unit, nn.Module, dict[str, Any]]] = []  # every model is trained (and saved) first
+        for unit in units:
+            if dist.active and not unit.chain.data_parallel:  # rank 0 trains alone, the others load its model
+                if dist.main:
+                    with solo():
+                        model, info = unit_model(unit, config, ds, device, progress)
+                dist.barrier()
+                if not dist.main:
                     model, info = unit_model(unit, config, ds, device, progress)
-            dist.barrier()
-            if not dist.main:
+            else:  # one process, or plain and adversarial training in DistributedDataParallel on every rank
                 model, info = unit_model(unit, config, ds, device, progress)
-        else:  # one process, or plain and adversarial training in DistributedDataParallel on every rank
-            model, info = unit_model(unit, config, ds, device, progress)
-        check_fits(model, ds.input_shape, ds.num_classes, ds.name)
-        built.append((unit, model, info))
-    # the report's latent-space plot (seeds/001, Fig. 8) when any variant is the contrastive defense
-    contrastive = any(e["name"] == "contrastive" for u in units for e in u.chain.entries)
-    latent_spec = next((s for s in specs if not s.targeted and s.kind != "minimal"), None)
-    manifest: dict[str, Any] = {**environment(device), "seed": config.seed, "config": config.name,
-                                "dataset": {"name": ds.name, "sha256": ds.sha256, "source": ds.source, "n": n},
-                                "model": built[0][2], "classes": list(ds.classes)}
-    if len(built) > 1:
-        manifest["models"] = {unit.prefix.rstrip("|"): info for unit, _, info in built}
-    if dist.active:
-        manifest["processes"] = dist.world
-    if dist.main:
-        store.write_manifest(manifest)
-    for unit, model, _ in built:
-        context = {"model": unit.label, "dataset": ds.name, "defense": unit.variant.name}
-        cells = UnitStore(store, unit.prefix)
+            check_fits(model, ds.input_shape, ds.num_classes, ds.name)
+            built.append((unit, model, info))
+        # the report's latent-space plot (seeds/001, Fig. 8) when any variant is the contrastive defense
+        contrastive = any(e["name"] == "contrastive" for u in units for e in u.chain.entries)
+        latent_spec = next((s for s in specs if not s.targeted and s.kind != "minimal"), None)
+        manifest: dict[str, Any] = {**environment(device), "seed": config.seed, "config": config.name,
+                                    "dataset": {"name": ds.name, "sha256": ds.sha256, "source": ds.source, "n": n},
+                                    "model": built[0][2], "classes": list(ds.classes)}
+        if len(built) > 1:
+            manifest["models"] = {unit.prefix.rstrip("|"): info for unit, _, info in built}
+        if dist.active:
+            manifest["processes"] = dist.world
         if dist.main:
-            log.info(f"evaluating {len(specs)} attacks on {n} {ds.name} test images{unit.where}")
-        evaluate(model, ds.x_test[:n], ds.y_test[:n], specs, seed=config.seed, batch_size=config.evaluate.batch_size,
-                 device=device, context=context, done=cells.done(), on_record=cells.append,
-                 gallery_dir=out / unit.gallery, gallery_size=config.evaluate.gallery, dist=dist,
-                 precision=config.evaluate.precision)
-        if not dist.main:  # the audit and the latent plot run on rank 0 alone
-            continue
-        if config.audit.enabled and "audit" not in cells.done():
-            log.info(f"auditing the evaluation for gradient masking{unit.where}")
-            cells.append(audit_record(model, ds.x_test[:n], ds.y_test[:n], config, device, context))
-        if contrastive and latent_spec is not None and "latent" not in cells.done():
-            log.info(f"projecting the latent space{unit.where}")
-            cells.append(latent_record(model, ds.x_test[:n], ds.y_test[:n], latent_spec, config.seed, device, out,
-                                       unit.latent, context))
-    if dist.main:
-        write_report(out)
+            store.write_manifest(manifest)
+        for unit, model, _ in built:
+            context = {"model": unit.label, "dataset": ds.name, "defense": unit.variant.name}
+            cells = UnitStore(store, unit.prefix)
+            if dist.main:
+                log.info(f"evaluating {len(specs)} attacks on {n} {ds.name} test images{unit.where}")
+            evaluate(model, ds.x_test[:n], ds.y_test[:n], specs, seed=config.seed,
+                     batch_size=config.evaluate.batch_size, device=device, context=context, done=cells.done(),
+                     on_record=cells.append,
+                     gallery_dir=out / unit.gallery, gallery_size=config.evaluate.gallery, dist=dist,
+                     precision=config.evaluate.precision)
+            if not dist.main:  # the audit and the latent plot run on rank 0 alone
+                continue
+            if config.audit.enabled and "audit" not in cells.done():
+                log.info(f"auditing the evaluation for gradient masking{unit.where}")
+                cells.append(audit_record(model, ds.x_test[:n], ds.y_test[:n], config, device, context))
+            if contrastive and latent_spec is not None and "latent" not in cells.done():
+                log.info(f"projecting the latent space{unit.where}")
+                cells.append(latent_record(model, ds.x_test[:n], ds.y_test[:n], latent_spec, config.seed, device, out,
+                                           unit.latent, context))
+        if dist.main:
+            write_report(out)
+    finally:
+        store.close()
     return out
